@@ -1,0 +1,264 @@
+"""Pickle I/O: a restricted unpickler for untrusted SpikeData pickles, and atomic pickling."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+import pickle
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spikelab.data_loaders._common import ExportError, LoadError, atomic_file
+from spikelab.spikedata.spikedata import InvalidSpikeDataError, SpikeData
+
+__all__ = [
+    "UnsafePickleError",
+    "SafeUnpickler",
+    "load_spikedata_from_pickle",
+    "export_to_pickle",
+]
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle asks for a global outside the allow-list; nothing from it was executed."""
+
+
+def _numpy_allowed() -> dict[tuple[str, str], Any]:
+    from numpy._core import multiarray, numeric
+
+    allowed: dict[tuple[str, str], Any] = {}
+    for mod in ("numpy._core", "numpy.core"):  # numpy 2.x and numpy 1.x names
+        allowed[(f"{mod}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{mod}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{mod}.numeric", "_frombuffer")] = numeric._frombuffer
+    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "dtype")] = np.dtype
+    # numpy >= 1.25 may pickle dtype classes by name (numpy.dtypes.Float64DType, ...).
+    import numpy.dtypes as dtypes
+
+    for name in dir(dtypes):
+        obj = getattr(dtypes, name)
+        if isinstance(obj, type) and issubclass(obj, np.dtype):
+            allowed[("numpy.dtypes", name)] = obj
+    return allowed
+
+
+def _builtins_allowed() -> dict[tuple[str, str], Any]:
+    import copyreg
+    import datetime
+
+    names = (
+        "bool int float complex str bytes bytearray list tuple dict set frozenset slice range"
+    ).split()
+    allowed: dict[tuple[str, str], Any] = {}
+    for mod in ("builtins", "__builtin__"):
+        for name in names:
+            allowed[(mod, name)] = getattr(builtins, name)
+    allowed[("_codecs", "encode")] = _latin1_encode  # protocol 0-2 bytes
+    allowed[("copyreg", "_reconstructor")] = copyreg._reconstructor  # protocol 0-1 objects
+    allowed[("collections", "OrderedDict")] = __import__("collections").OrderedDict
+    for name in ("date", "time", "datetime", "timedelta", "timezone"):
+        allowed[("datetime", name)] = getattr(datetime, name)
+    return allowed
+
+
+def _latin1_encode(obj: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """Stand-in for ``_codecs.encode`` that only encodes str to bytes."""
+    if not isinstance(obj, str):
+        raise UnsafePickleError("_codecs.encode called on a non-string")
+    return obj.encode(encoding, errors)
+
+
+_SPIKEDATA_NAMES = {
+    ("spikelab.spikedata.spikedata", "SpikeData"),
+    ("spikelab.spikedata.spike_data", "SpikeData"),
+    ("spikelab.spikedata", "SpikeData"),
+    ("spikelab", "SpikeData"),
+}
+_ALLOWED: dict[tuple[str, str], Any] | None = None
+
+
+def _allowed() -> dict[tuple[str, str], Any]:
+    global _ALLOWED
+    if _ALLOWED is None:
+        table = {**_numpy_allowed(), **_builtins_allowed()}
+        for key in _SPIKEDATA_NAMES:
+            table[key] = SpikeData
+        _ALLOWED = table
+    return _ALLOWED
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only SpikeData, numpy arrays/dtypes and plain builtins.
+
+    Anything else (``os.system``, ``subprocess.Popen``, ``builtins.eval``, other classes) raises
+    :class:`UnsafePickleError` before it can be called. ``extra_globals`` names more
+    ``"module.qualname"`` globals to allow, for pickles you trust.
+    """
+
+    def __init__(self, file, *, source: str = "<pickle>", extra_globals: Iterable[str] = ()):
+        super().__init__(file)
+        self._source = source
+        self._extra = {tuple(g.rsplit(".", 1)) for g in extra_globals}
+
+    def find_class(self, module: str, name: str) -> Any:
+        obj = _allowed().get((module, name))
+        if obj is not None:
+            return obj
+        if (module, name) in self._extra:
+            return super().find_class(module, name)
+        raise UnsafePickleError(
+            f"{self._source}: refused to load: the pickle asks for the global "
+            f"'{module}.{name}', which is not allowed in a SpikeData pickle (only SpikeData, "
+            "numpy arrays and builtin containers are). Nothing from the file was executed. "
+            "If you trust this file, see 'Safety' in the README for the opt-in."
+        )
+
+
+def _read_local_spikedata(
+    path: Path, *, source: str, trusted: bool, allow_globals: Iterable[str]
+) -> SpikeData:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise LoadError(f"{source}: is a directory, not a pickle file") from None
+    if path.is_dir():
+        raise LoadError(f"{source}: is a directory, not a pickle file")
+    if size == 0:
+        raise LoadError(f"{source}: the file is empty (0 bytes), not a SpikeData pickle")
+    with open(path, "rb") as fh:
+        reader = io.BufferedReader(fh, buffer_size=1 << 20)
+        try:
+            if trusted:
+                obj = pickle.load(reader)  # explicit, documented opt-in for trusted files
+            else:
+                obj = SafeUnpickler(reader, source=source, extra_globals=allow_globals).load()
+        except UnsafePickleError:
+            raise
+        except InvalidSpikeDataError as exc:
+            raise LoadError(f"{source}: invalid SpikeData: {exc}") from None
+        except (EOFError, pickle.UnpicklingError) as exc:
+            raise LoadError(
+                f"{source}: not a readable pickle (truncated or corrupt: {exc or 'unexpected end'})"
+            ) from None
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+            raise LoadError(f"{source}: corrupt pickle ({type(exc).__name__}: {exc})") from None
+        except MemoryError:
+            raise LoadError(f"{source}: corrupt pickle (asks for more memory than exists)") from None
+    if not isinstance(obj, SpikeData):
+        raise LoadError(
+            f"{source}: the pickle holds a {type(obj).__module__}.{type(obj).__qualname__}, "
+            "not a SpikeData"
+        )
+    return obj
+
+
+def load_spikedata_from_pickle(
+    filepath: str | os.PathLike,
+    *,
+    allow_remote: bool = False,
+    trusted: bool = False,
+    allow_globals: Iterable[str] = (),
+    aws_access_key_id: str | None = None,
+    aws_secret_access_key: str | None = None,
+    aws_session_token: str | None = None,
+    region_name: str | None = None,
+    endpoint_url: str | None = None,
+) -> SpikeData:
+    """Load a SpikeData pickle (local path or, with ``allow_remote=True``, an ``s3://`` URL).
+
+    Uses :class:`SafeUnpickler`: only SpikeData, numpy arrays and builtin containers may be
+    reconstructed. ``trusted=True`` uses plain ``pickle.load`` instead (only for files you
+    trust: a pickle can run any code); ``allow_globals`` allows named extra globals.
+    Times in the returned object are in ms.
+    """
+    from spikelab.data_loaders import s3_utils
+
+    source = os.fspath(filepath)
+    if s3_utils.is_s3_url(source):
+        if not allow_remote:
+            raise LoadError(f"{source}: remote pickles need allow_remote=True")
+        with tempfile.TemporaryDirectory(prefix="spikelab-s3-") as tmp:
+            local = Path(tmp) / "download.pkl"
+            s3_utils.download_from_s3(
+                source,
+                local,
+                aws_access_key_id=aws_access_key_id,
+                aws_secret_access_key=aws_secret_access_key,
+                aws_session_token=aws_session_token,
+                region_name=region_name,
+                endpoint_url=endpoint_url,
+            )
+            return _read_local_spikedata(
+                local, source=source, trusted=trusted, allow_globals=allow_globals
+            )
+    return _read_local_spikedata(
+        Path(source), source=source, trusted=trusted, allow_globals=allow_globals
+    )
+
+
+def export_to_pickle(
+    obj: Any,
+    filepath: str | os.PathLike,
+    *,
+    protocol: int | None = None,
+    s3_upload: bool = False,
+    aws_access_key_id: str | None = None,
+    aws_secret_access_key: str | None = None,
+    aws_session_token: str | None = None,
+    region_name: str | None = None,
+    endpoint_url: str | None = None,
+) -> str:
+    """Pickle ``obj`` atomically to ``filepath`` and return the path (or the ``s3://`` URL).
+
+    Local files are written to a temporary name and renamed, so a failed dump leaves any
+    previous file intact. With ``s3_upload=True``, ``filepath`` is an ``s3://bucket/key`` URL:
+    the object is pickled to a local temporary file, uploaded (multipart for large files) and
+    the temporary file removed. Credentials default to boto3's chain (environment, shared
+    files, instance role); ``endpoint_url`` (or ``AWS_ENDPOINT_URL``) selects an S3-compatible
+    store. ``protocol`` defaults to ``pickle.HIGHEST_PROTOCOL``.
+    """
+    from spikelab.data_loaders import s3_utils
+
+    if protocol is None:
+        protocol = pickle.HIGHEST_PROTOCOL
+    if (
+        isinstance(protocol, bool)
+        or not isinstance(protocol, int)
+        or not -1 <= protocol <= pickle.HIGHEST_PROTOCOL
+    ):
+        raise ExportError(
+            f"protocol must be an integer from 0 to {pickle.HIGHEST_PROTOCOL}, got {protocol!r}"
+        )
+    target = os.fspath(filepath)
+    remote = s3_utils.is_s3_url(target)
+    if s3_upload and not remote:
+        raise ExportError(f"s3_upload=True needs an s3://bucket/key destination, got {target!r}")
+    if remote and not s3_upload:
+        raise ExportError(f"{target}: writing to an s3:// URL needs s3_upload=True")
+    if not remote:
+        with atomic_file(target) as tmp, open(tmp, "wb") as fh:
+            pickle.dump(obj, fh, protocol=protocol)
+        return target
+    s3_utils.parse_s3_url(target)  # validate before pickling
+    with tempfile.TemporaryDirectory(prefix="spikelab-upload-") as tmp:
+        local = Path(tmp) / "upload.pkl"
+        with open(local, "wb") as fh:
+            pickle.dump(obj, fh, protocol=protocol)
+        s3_utils.upload_to_s3(
+            local,
+            target,
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            aws_session_token=aws_session_token,
+            region_name=region_name,
+            endpoint_url=endpoint_url,
+        )
+    return target
