@@ -1,8 +1,487 @@
-"""Placeholder while the hdf5 module is being written (replaced in this session)."""
+"""HDF5 export and import of SpikeData in four layouts (styles).
+
+``ragged``  flat ``spike_times`` (all units, unit-major) + ``spike_times_index`` holding the
+            cumulative end of each unit (NWB's VectorIndex convention), times in
+            ``spike_times_unit``.
+``raster``  ``(N, T)`` spike counts per ``raster_bin_size_ms`` bin from ``start_time``; written
+            in row blocks from the sparse spike times (the dense matrix is never built),
+            chunked and compressed, with the narrowest unsigned count dtype that fits.
+``group``   a group ``group_per_unit`` with one dataset per unit, named by the unit index
+            (``"0"``, ``"1"``, ... ; loaders sort them numerically), times in ``group_time_unit``.
+``paired``  parallel ``idces`` (unit index) and ``times`` (in ``times_unit``), unit-major.
+
+Every file carries the attributes ``start_time`` (ms), ``length_ms``, ``N``,
+``spikelab_style`` and, as JSON strings, ``metadata_json`` and ``neuron_attributes_json``;
+every time dataset carries ``unit`` (and ``fs_Hz`` for samples).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+
+from spikelab.data_loaders._common import (
+    ExportError,
+    LoadError,
+    atomic_file,
+    check_time_unit,
+    json_safe,
+    ms_to_unit,
+    unit_to_ms,
+)
+from spikelab.spikedata.spikedata import InvalidSpikeDataError, SpikeData
+
+__all__ = ["export_spikedata_to_hdf5", "load_spikedata_from_hdf5", "HDF5_STYLES"]
+
+HDF5_STYLES = ("ragged", "raster", "group", "paired")
+_RASTER_ROWS_PER_BLOCK_BYTES = 32 * 1024 * 1024  # dense bytes per row block while writing
 
 
-def _todo(*args, **kwargs):
-    raise NotImplementedError("hdf5 exporter not written yet")
+def _check_name(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not name.strip("/"):
+        raise ExportError(f"{what} must be a non-empty HDF5 name, got {name!r}")
+    return name
 
 
-export_spikedata_to_hdf5 = load_spikedata_from_hdf5 = _todo
+def _check_bin_size(raster_bin_size_ms: Any) -> float:
+    try:
+        b = float(raster_bin_size_ms)
+    except (TypeError, ValueError):
+        raise ExportError(
+            f"style 'raster' needs raster_bin_size_ms > 0 (ms), got {raster_bin_size_ms!r}"
+        ) from None
+    if not np.isfinite(b) or b <= 0:
+        raise ExportError(
+            f"raster_bin_size_ms must be a finite bin width > 0 ms, got {raster_bin_size_ms!r}"
+        )
+    return b
+
+
+def _count_dtype(max_count: int) -> np.dtype:
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if max_count <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.uint64)
+
+
+def _unit_bins(train: np.ndarray, start_time: float, bin_ms: float, n_bins: int) -> np.ndarray:
+    b = np.floor((train - start_time) / bin_ms).astype(np.int64)
+    np.clip(b, 0, n_bins - 1, out=b)
+    return b
+
+
+def _max_bin_count(bins: np.ndarray) -> int:
+    if bins.size == 0:
+        return 0
+    edges = np.flatnonzero(np.diff(bins)) + 1
+    runs = np.diff(np.concatenate(([0], edges, [bins.size])))
+    return int(runs.max())
+
+
+def _write_time_dataset(parent, name, data, unit, fs_Hz):
+    dset = parent.create_dataset(name, data=data)
+    dset.attrs["unit"] = unit
+    if unit == "samples":
+        dset.attrs["fs_Hz"] = fs_Hz
+    return dset
+
+
+def _write_raster(
+    f, sd: SpikeData, name: str, bin_ms: float, dtype, compression, compression_opts
+) -> None:
+    n_bins = sd.n_bins(bin_ms)
+    bins = [_unit_bins(t, sd.start_time, bin_ms, n_bins) for t in sd.train]
+    if dtype is None:
+        dtype = _count_dtype(max((_max_bin_count(b) for b in bins), default=0))
+    dtype = np.dtype(dtype)
+    rows_per_block = max(1, min(sd.N, _RASTER_ROWS_PER_BLOCK_BYTES // (n_bins * dtype.itemsize)))
+    chunk_rows = max(1, min(rows_per_block, 64, sd.N))
+    chunk_cols = max(1, min(n_bins, (1 << 20) // (chunk_rows * dtype.itemsize)))
+    dset = f.create_dataset(
+        name,
+        shape=(sd.N, n_bins),
+        dtype=dtype,
+        chunks=(chunk_rows, chunk_cols) if sd.N else None,
+        compression=compression if sd.N else None,
+        compression_opts=compression_opts if sd.N and compression else None,
+        shuffle=bool(compression) and dtype.itemsize > 1 and sd.N > 0,
+    )
+    rows_per_block = max(chunk_rows, rows_per_block // chunk_rows * chunk_rows)
+    for u0 in range(0, sd.N, rows_per_block):
+        u1 = min(sd.N, u0 + rows_per_block)
+        block = np.zeros((u1 - u0, n_bins), dtype=dtype)
+        counts = np.fromiter((b.size for b in bins[u0:u1]), dtype=np.int64, count=u1 - u0)
+        if counts.sum():
+            keys = np.concatenate(bins[u0:u1])
+            keys += np.repeat(np.arange(u1 - u0, dtype=np.int64) * n_bins, counts)
+            starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+            block.reshape(-1)[keys[starts]] = np.diff(np.append(starts, keys.size))
+        dset[u0:u1, :] = block
+        del block
+    dset.attrs["bin_size_ms"] = bin_ms
+    dset.attrs["start_time"] = sd.start_time
+    dset.attrs["unit"] = "count"
+
+
+def export_spikedata_to_hdf5(
+    sd: SpikeData,
+    filepath: str | os.PathLike,
+    *,
+    style: str = "ragged",
+    raster_dataset: str = "raster",
+    raster_bin_size_ms: float | None = None,
+    spike_times_dataset: str = "spike_times",
+    spike_times_index_dataset: str = "spike_times_index",
+    spike_times_unit: str = "s",
+    fs_Hz: float | None = None,
+    group_per_unit: str = "units",
+    group_time_unit: str = "s",
+    idces_dataset: str = "idces",
+    times_dataset: str = "times",
+    times_unit: str = "ms",
+    raw_dataset: str | None = None,
+    raw_time_dataset: str | None = None,
+    raw_time_unit: str = "ms",
+    raster_dtype: Any = None,
+    raster_compression: str | None = "gzip",
+    raster_compression_opts: Any = 4,
+) -> None:
+    """Write ``sd`` (times in ms) to an HDF5 file in one of four styles.
+
+    Parameters
+    ----------
+    style : {"ragged", "raster", "group", "paired"}, case-insensitive.
+    raster_bin_size_ms : bin width (ms); required for ``raster``.
+    spike_times_unit, group_time_unit, times_unit, raw_time_unit : "ms", "s" or "samples".
+    fs_Hz : sampling rate (Hz); required when a unit is "samples" (times rounded to nearest).
+    raw_dataset, raw_time_dataset : names for ``sd.raw_data`` (channels x samples) and
+        ``sd.raw_time``; skipped with a warning when the recording has no raw data.
+    raster_dtype : count dtype; default the narrowest unsigned integer that holds the counts.
+    raster_compression, raster_compression_opts : h5py filter for the raster (default gzip 4;
+        ``None`` for an uncompressed raster).
+
+    All arguments are checked before the file is created; the file is written to a temporary
+    name and renamed into place, so an existing file is replaced only on success.
+    """
+    if not isinstance(sd, SpikeData):
+        raise ExportError(f"expected a SpikeData, got {type(sd).__name__}")
+    if not isinstance(style, str) or style.lower() not in HDF5_STYLES:
+        raise ExportError(f"unknown HDF5 style {style!r}; choose one of {', '.join(HDF5_STYLES)}")
+    style = style.lower()
+    if style == "raster":
+        bin_ms = _check_bin_size(raster_bin_size_ms)
+        _check_name(raster_dataset, "raster_dataset")
+        if raster_dtype is not None:
+            try:
+                dt = np.dtype(raster_dtype)
+            except TypeError:
+                raise ExportError(f"raster_dtype {raster_dtype!r} is not a dtype") from None
+            if dt.kind not in "iu":
+                raise ExportError(f"raster_dtype must be an integer dtype, got {dt}")
+        if raster_compression not in (None, "gzip", "lzf"):
+            raise ExportError(
+                f"raster_compression must be 'gzip', 'lzf' or None, got {raster_compression!r}"
+            )
+        fs = None if fs_Hz is None else check_time_unit("ms", fs_Hz)
+    elif style == "ragged":
+        _check_name(spike_times_dataset, "spike_times_dataset")
+        _check_name(spike_times_index_dataset, "spike_times_index_dataset")
+        if spike_times_dataset == spike_times_index_dataset:
+            raise ExportError("spike_times_dataset and spike_times_index_dataset must differ")
+        fs = check_time_unit(spike_times_unit, fs_Hz, what="spike_times_unit")
+    elif style == "group":
+        _check_name(group_per_unit, "group_per_unit")
+        fs = check_time_unit(group_time_unit, fs_Hz, what="group_time_unit")
+    else:
+        _check_name(idces_dataset, "idces_dataset")
+        _check_name(times_dataset, "times_dataset")
+        if idces_dataset == times_dataset:
+            raise ExportError("idces_dataset and times_dataset must differ")
+        fs = check_time_unit(times_unit, fs_Hz, what="times_unit")
+    write_raw = raw_dataset is not None
+    if write_raw:
+        _check_name(raw_dataset, "raw_dataset")
+        if raw_time_dataset is not None:
+            _check_name(raw_time_dataset, "raw_time_dataset")
+            raw_fs = check_time_unit(raw_time_unit, fs_Hz, what="raw_time_unit")
+        if sd.raw_data.size == 0:
+            warnings.warn(
+                f"{os.fspath(filepath)}: raw_dataset={raw_dataset!r} asked for, but the "
+                "recording has no raw_data; no raw traces written",
+                stacklevel=2,
+            )
+            write_raw = False
+    elif raw_time_dataset is not None:
+        raise ExportError("raw_time_dataset needs raw_dataset as well")
+
+    import h5py
+
+    with atomic_file(filepath) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["start_time"] = sd.start_time
+        f.attrs["length_ms"] = sd.length
+        f.attrs["N"] = sd.N
+        f.attrs["spikelab_style"] = style
+        f.attrs["metadata_json"] = json.dumps(json_safe(sd.metadata))
+        if sd.neuron_attributes is not None:
+            f.attrs["neuron_attributes_json"] = json.dumps(json_safe(sd.neuron_attributes))
+        counts = np.fromiter((t.size for t in sd.train), dtype=np.int64, count=sd.N)
+        if style == "ragged":
+            flat = _flat_times(sd, spike_times_unit, fs)
+            _write_time_dataset(f, spike_times_dataset, flat, spike_times_unit, fs)
+            del flat
+            f.create_dataset(spike_times_index_dataset, data=np.cumsum(counts))
+            f.attrs["spike_times_dataset"] = spike_times_dataset
+            f.attrs["spike_times_index_dataset"] = spike_times_index_dataset
+        elif style == "paired":
+            flat = _flat_times(sd, times_unit, fs)
+            _write_time_dataset(f, times_dataset, flat, times_unit, fs)
+            del flat
+            idces = np.repeat(np.arange(sd.N, dtype=np.int64), counts)
+            f.create_dataset(idces_dataset, data=idces)
+            f[idces_dataset].attrs["order"] = "unit-major, time-sorted within unit"
+            f.attrs["idces_dataset"] = idces_dataset
+            f.attrs["times_dataset"] = times_dataset
+        elif style == "group":
+            grp = f.create_group(group_per_unit)
+            for i, t in enumerate(sd.train):
+                _write_time_dataset(
+                    grp, str(i), ms_to_unit(t, group_time_unit, fs), group_time_unit, fs
+                )
+            f.attrs["group_per_unit"] = group_per_unit
+        else:
+            _write_raster(
+                f,
+                sd,
+                raster_dataset,
+                bin_ms,
+                raster_dtype,
+                raster_compression,
+                raster_compression_opts,
+            )
+            f.attrs["raster_dataset"] = raster_dataset
+            if fs is not None:
+                f.attrs["fs_Hz"] = fs
+        if write_raw:
+            f.create_dataset(raw_dataset, data=sd.raw_data)
+            f.attrs["raw_dataset"] = raw_dataset
+            if raw_time_dataset is not None:
+                _write_time_dataset(
+                    f,
+                    raw_time_dataset,
+                    ms_to_unit(sd.raw_time, raw_time_unit, raw_fs),
+                    raw_time_unit,
+                    raw_fs,
+                )
+                f.attrs["raw_time_dataset"] = raw_time_dataset
+
+
+def _flat_times(sd: SpikeData, unit: str, fs: float | None) -> np.ndarray:
+    """All spike times, unit-major, converted from ms to ``unit`` with one temporary array."""
+    flat = np.concatenate(sd.train) if sd.N else np.zeros(0)
+    if unit == "s":
+        flat /= 1000.0
+        return flat
+    return ms_to_unit(flat, unit, fs)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _resolve_unit(dset, given: str | None, default: str, fs_Hz, path, name) -> tuple[str, Any]:
+    stored = dset.attrs.get("unit")
+    if isinstance(stored, bytes):
+        stored = stored.decode()
+    if given is not None and stored is not None and given != stored:
+        raise LoadError(
+            f"{path}: dataset {name!r} stores times in {stored!r} but {given!r} was asked for"
+        )
+    unit = given or stored or default
+    fs = fs_Hz if fs_Hz is not None else dset.attrs.get("fs_Hz")
+    if unit == "samples" and fs is None:
+        raise LoadError(f"{path}: dataset {name!r} holds samples; pass fs_Hz (Hz)")
+    return unit, fs
+
+
+def _get(f, name, path, what):
+    if name not in f:
+        raise LoadError(f"{path}: no {what} {name!r} in the file")
+    return f[name]
+
+
+def load_spikedata_from_hdf5(
+    filepath: str | os.PathLike,
+    *,
+    raster_dataset: str | None = None,
+    raster_bin_size_ms: float | None = None,
+    spike_times_dataset: str | None = None,
+    spike_times_index_dataset: str | None = None,
+    spike_times_unit: str | None = None,
+    fs_Hz: float | None = None,
+    group_per_unit: str | None = None,
+    group_time_unit: str | None = None,
+    idces_dataset: str | None = None,
+    times_dataset: str | None = None,
+    times_unit: str | None = None,
+    raw_dataset: str | None = None,
+    raw_time_dataset: str | None = None,
+    raw_time_unit: str | None = None,
+    length_ms: float | None = None,
+    start_time_ms: float | None = None,
+) -> SpikeData:
+    """Read SpikeData (times in ms) from an HDF5 file written in any of the four styles.
+
+    The style is chosen by which dataset/group names are given (``raster_dataset``;
+    ``spike_times_dataset`` + ``spike_times_index_dataset``; ``group_per_unit``;
+    ``idces_dataset`` + ``times_dataset``); with none given, by the file's ``spikelab_style``.
+    A unit left as None is read from the dataset's ``unit`` attribute, else it takes the
+    exporter's default (s for ragged and group, ms for paired and raw time); a unit given
+    that contradicts the file's attribute is an error. ``fs_Hz`` (Hz) is needed for samples
+    unless the file records it. ``length_ms``/``start_time_ms`` override the file's values.
+    Raster files give each spike the left edge of its bin.
+    """
+    import h5py
+
+    path = os.fspath(filepath)
+    asked = {
+        "raster": raster_dataset is not None,
+        "ragged": spike_times_dataset is not None or spike_times_index_dataset is not None,
+        "group": group_per_unit is not None,
+        "paired": idces_dataset is not None or times_dataset is not None,
+    }
+    chosen = [s for s, a in asked.items() if a]
+    if len(chosen) > 1:
+        raise LoadError(f"{path}: arguments for several styles given ({', '.join(chosen)})")
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise LoadError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with f:
+        attr = f.attrs
+        style = chosen[0] if chosen else _text(attr.get("spikelab_style"))
+        if style not in HDF5_STYLES:
+            raise LoadError(
+                f"{path}: cannot tell the layout; pass the dataset names of one style "
+                "(raster_dataset, spike_times_dataset, group_per_unit or idces_dataset)"
+            )
+        start = float(attr.get("start_time", 0.0)) if start_time_ms is None else start_time_ms
+        if style == "ragged":
+            st_name = spike_times_dataset or _text(attr.get("spike_times_dataset")) or "spike_times"
+            ix_name = (
+                spike_times_index_dataset
+                or _text(attr.get("spike_times_index_dataset"))
+                or "spike_times_index"
+            )
+            dset = _get(f, st_name, path, "dataset")
+            unit, fs = _resolve_unit(dset, spike_times_unit, "s", fs_Hz, path, st_name)
+            flat = unit_to_ms(dset[()], unit, fs)
+            ends = _get(f, ix_name, path, "dataset")[()].astype(np.int64)
+            if ends.size and (np.any(np.diff(ends) < 0) or ends[-1] != flat.size or ends[0] < 0):
+                raise LoadError(
+                    f"{path}: {ix_name!r} is not a cumulative index into {st_name!r} "
+                    f"({flat.size} spikes)"
+                )
+            train = np.split(flat, ends[:-1]) if ends.size else []
+        elif style == "paired":
+            t_name = times_dataset or _text(attr.get("times_dataset")) or "times"
+            i_name = idces_dataset or _text(attr.get("idces_dataset")) or "idces"
+            dset = _get(f, t_name, path, "dataset")
+            unit, fs = _resolve_unit(dset, times_unit, "ms", fs_Hz, path, t_name)
+            times = unit_to_ms(dset[()], unit, fs)
+            idces = _get(f, i_name, path, "dataset")[()].astype(np.int64)
+            if idces.shape != times.shape:
+                raise LoadError(f"{path}: {i_name!r} and {t_name!r} differ in length")
+            if idces.size and idces.min() < 0:
+                raise LoadError(f"{path}: {i_name!r} holds negative unit indices")
+            n = int(attr.get("N", idces.max() + 1 if idces.size else 0))
+            if idces.size and idces.max() >= n:
+                n = int(idces.max()) + 1
+            if idces.size > 1 and np.any(np.diff(idces) < 0):
+                order = np.argsort(idces, kind="stable")
+                idces, times = idces[order], times[order]
+            ends = np.searchsorted(idces, np.arange(n), side="right")
+            train = [np.sort(t) for t in np.split(times, ends[:-1])] if n else []
+        elif style == "group":
+            g_name = group_per_unit or _text(attr.get("group_per_unit")) or "units"
+            grp = _get(f, g_name, path, "group")
+            try:
+                names = sorted(grp.keys(), key=int)
+            except ValueError:
+                raise LoadError(
+                    f"{path}: group {g_name!r} holds datasets not named by unit index"
+                ) from None
+            train = []
+            for name in names:
+                unit, fs = _resolve_unit(grp[name], group_time_unit, "s", fs_Hz, path, name)
+                train.append(unit_to_ms(grp[name][()], unit, fs))
+        else:
+            r_name = raster_dataset or _text(attr.get("raster_dataset")) or "raster"
+            train = _read_raster(_get(f, r_name, path, "dataset"), raster_bin_size_ms, start, path)
+        raw_data = raw_time = None
+        r_name = raw_dataset or _text(attr.get("raw_dataset"))
+        if r_name:
+            raw_data = _get(f, r_name, path, "dataset")[()]
+            rt_name = raw_time_dataset or _text(attr.get("raw_time_dataset"))
+            if rt_name:
+                dset = _get(f, rt_name, path, "dataset")
+                unit, fs = _resolve_unit(dset, raw_time_unit, "ms", fs_Hz, path, rt_name)
+                raw_time = unit_to_ms(dset[()], unit, fs)
+            else:
+                raw_time = np.arange(raw_data.shape[-1], dtype=float)
+        length = (
+            float(attr["length_ms"]) if length_ms is None and "length_ms" in attr else length_ms
+        )
+        metadata = json.loads(_text(attr.get("metadata_json")) or "{}")
+        neuron_attributes = attr.get("neuron_attributes_json")
+        neuron_attributes = (
+            None if neuron_attributes is None else json.loads(_text(neuron_attributes))
+        )
+    if neuron_attributes is not None and len(neuron_attributes) != len(train):
+        neuron_attributes = None
+    try:
+        return SpikeData(
+            train,
+            length=length,
+            start_time=start,
+            neuron_attributes=neuron_attributes,
+            metadata=metadata,
+            raw_data=raw_data,
+            raw_time=raw_time,
+        )
+    except InvalidSpikeDataError as exc:
+        raise LoadError(f"{path}: {exc}") from None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
+
+
+def _read_raster(dset, bin_size_ms, start, path) -> list[np.ndarray]:
+    bin_ms = bin_size_ms if bin_size_ms is not None else dset.attrs.get("bin_size_ms")
+    if bin_ms is None:
+        raise LoadError(f"{path}: raster has no bin_size_ms attribute; pass raster_bin_size_ms")
+    bin_ms = float(bin_ms)
+    if dset.ndim != 2:
+        raise LoadError(f"{path}: raster must be 2-D (units x bins), got shape {dset.shape}")
+    n, n_bins = dset.shape
+    rows = dset.chunks[0] if dset.chunks else 64
+    rows = max(
+        rows, (_RASTER_ROWS_PER_BLOCK_BYTES // max(1, n_bins * dset.dtype.itemsize)) // rows * rows
+    )
+    edges = start + np.arange(n_bins, dtype=np.float64) * bin_ms
+    train = []
+    for u0 in range(0, n, rows):
+        block = dset[u0 : min(n, u0 + rows), :]
+        for row in block:
+            nz = np.flatnonzero(row)
+            train.append(np.repeat(edges[nz], row[nz].astype(np.int64)))
+    return train

@@ -151,7 +151,9 @@ def _read_local_spikedata(
         except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
             raise LoadError(f"{source}: corrupt pickle ({type(exc).__name__}: {exc})") from None
         except MemoryError:
-            raise LoadError(f"{source}: corrupt pickle (asks for more memory than exists)") from None
+            raise LoadError(
+                f"{source}: corrupt pickle (asks for more memory than exists)"
+            ) from None
     if not isinstance(obj, SpikeData):
         raise LoadError(
             f"{source}: the pickle holds a {type(obj).__module__}.{type(obj).__qualname__}, "

@@ -15,16 +15,6 @@ import numpy as np
 
 __all__ = ["SpikeData", "InvalidSpikeDataError"]
 
-_STATE_KEYS = (
-    "train",
-    "N",
-    "length",
-    "start_time",
-    "neuron_attributes",
-    "metadata",
-    "raw_data",
-    "raw_time",
-)
 _ELECTRODE_KEYS = ("electrode", "channel", "ch")
 _LOCATION_KEYS = ("location", "position")
 
@@ -48,7 +38,11 @@ def _as_train(unit: int, times: Any) -> np.ndarray:
             raise InvalidSpikeDataError(
                 f"unit {unit}: spike times must be 1-D, got shape {np.shape(times)}"
             )
-    return np.ascontiguousarray(arr, dtype=np.float64)
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if arr.size and not np.isfinite(arr).all():
+        bad = arr[~np.isfinite(arr)][0]
+        raise InvalidSpikeDataError(f"unit {unit}: spike time {bad} is not finite")
+    return arr
 
 
 class SpikeData:
@@ -162,9 +156,6 @@ class SpikeData:
         for i, t in enumerate(d["train"]):
             if t.size == 0:
                 continue
-            if not np.isfinite(t).all():
-                bad = t[~np.isfinite(t)][0]
-                raise InvalidSpikeDataError(f"unit {i}: spike time {bad} is not finite")
             if require_sorted and not _is_sorted(t):
                 j = int(np.flatnonzero(np.diff(t) < 0)[0])
                 raise InvalidSpikeDataError(
