@@ -140,3 +140,17 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def clip_to_recording(train: list[np.ndarray], start_ms: float, length_ms: float | None) -> None:
+    """Clip converted spike times (ms) into ``[start, start+length]`` in place.
+
+    Rounding to samples (half a sample) or the s -> ms conversion (one ulp) can move a spike
+    recorded at the very edge of the recording just outside it.
+    """
+    if length_ms is None:
+        return
+    hi = start_ms + length_ms
+    for t in train:
+        if t.size and (t[0] < start_ms or t[-1] > hi):
+            np.clip(t, start_ms, hi, out=t)

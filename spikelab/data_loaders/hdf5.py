@@ -29,6 +29,7 @@ from spikelab.data_loaders._common import (
     LoadError,
     atomic_file,
     check_time_unit,
+    clip_to_recording,
     json_safe,
     ms_to_unit,
     unit_to_ms,
@@ -443,6 +444,7 @@ def load_spikedata_from_hdf5(
         )
     if neuron_attributes is not None and len(neuron_attributes) != len(train):
         neuron_attributes = None
+    clip_to_recording(train, start, length)
     try:
         return SpikeData(
             train,
