@@ -95,9 +95,13 @@ def _write_raster(
     f, sd: SpikeData, name: str, bin_ms: float, dtype, compression, compression_opts
 ) -> None:
     n_bins = sd.n_bins(bin_ms)
-    bins = [_unit_bins(t, sd.start_time, bin_ms, n_bins) for t in sd.train]
-    if dtype is None:
-        dtype = _count_dtype(max((_max_bin_count(b) for b in bins), default=0))
+
+    def bins_of(unit: int) -> np.ndarray:
+        return _unit_bins(sd.train[unit], sd.start_time, bin_ms, n_bins)
+
+    if dtype is None:  # a first pass finds the largest count, keeping nothing
+        largest = max((_max_bin_count(b) for b in map(bins_of, range(sd.N))), default=0)
+        dtype = _count_dtype(largest)
     dtype = np.dtype(dtype)
     rows_per_block = max(1, min(sd.N, _RASTER_ROWS_PER_BLOCK_BYTES // (n_bins * dtype.itemsize)))
     chunk_rows = max(1, min(rows_per_block, 64, sd.N))
@@ -115,12 +119,15 @@ def _write_raster(
     for u0 in range(0, sd.N, rows_per_block):
         u1 = min(sd.N, u0 + rows_per_block)
         block = np.zeros((u1 - u0, n_bins), dtype=dtype)
-        counts = np.fromiter((b.size for b in bins[u0:u1]), dtype=np.int64, count=u1 - u0)
+        bins = [bins_of(i) for i in range(u0, u1)]
+        counts = np.fromiter((b.size for b in bins), dtype=np.int64, count=u1 - u0)
         if counts.sum():
-            keys = np.concatenate(bins[u0:u1])
+            keys = np.concatenate(bins)
+            del bins
             keys += np.repeat(np.arange(u1 - u0, dtype=np.int64) * n_bins, counts)
             starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
             block.reshape(-1)[keys[starts]] = np.diff(np.append(starts, keys.size))
+            del keys, starts
         dset[u0:u1, :] = block
         del block
     dset.attrs["bin_size_ms"] = bin_ms
