@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import math
 import os
 import shutil
@@ -72,8 +73,41 @@ def unit_to_ms(values: np.ndarray, unit: str, fs_Hz: float | None = None) -> np.
     raise LoadError(f"unknown time unit {unit!r}; expected one of {', '.join(TIME_UNITS)}")
 
 
+def _tmp_prefix(final: Path) -> str:
+    return f".{final.name}.pid{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(final: Path) -> None:
+    """Remove temporaries of ``final`` left by writers that were killed (their pid is gone)."""
+    try:
+        siblings = list(final.parent.glob(f".{glob.escape(final.name)}.pid*.*"))
+    except OSError:
+        return
+    for tmp in siblings:
+        pid = tmp.name[len(final.name) + 5 :].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)) and tmp.suffix in (".tmp", ".old"):
+            kept = tmp / final.name
+            if tmp.suffix == ".old" and kept.exists() and not final.exists():
+                os.replace(kept, final)  # killed mid-swap: put the previous output back
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+
 def _tmp_name(final: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, name = tempfile.mkstemp(prefix=_tmp_prefix(final), suffix=".tmp", dir=final.parent)
     os.close(fd)
     return Path(name)
 
@@ -89,6 +123,7 @@ def atomic_file(filepath: str | os.PathLike) -> Iterator[Path]:
     if final.is_dir():
         raise ExportError(f"{final}: a directory is in the way of the output file")
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     tmp = _tmp_name(final)
     try:
         yield tmp
@@ -110,11 +145,12 @@ def atomic_directory(folder: str | os.PathLike) -> Iterator[Path]:
     if final.exists() and not final.is_dir():
         raise ExportError(f"{final}: a file is in the way of the output folder")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    remove_stale_temporaries(final)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".tmp", dir=final.parent))
     try:
         yield tmp
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".old", dir=final.parent))
             os.replace(final, old / final.name)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,96 @@
+"""Killing an export at any moment never leaves a corrupt file at the final path."""
+
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from spikedata_factories import assert_same_trains
+
+from spikelab.data_loaders import data_exporters, data_loaders
+from spikelab.data_loaders.data_exporters import export_to_pickle
+from spikelab.spikedata import SpikeData
+
+FS = 20000.0
+KILLS_PER_FORMAT = 6
+EXPORT = {  # format: (exporter in data_exporters, keyword arguments)
+    "hdf5": ("export_spikedata_to_hdf5", {}),
+    "raster": ("export_spikedata_to_hdf5", {"style": "raster", "raster_bin_size_ms": 1.0}),
+    "nwb": ("export_spikedata_to_nwb", {}),
+    "kilosort": ("export_spikedata_to_kilosort", {"fs_Hz": FS}),
+    "pickle": ("export_to_pickle", {}),
+}
+
+
+def _export(fmt, sd, out):
+    name, kwargs = EXPORT[fmt]
+    getattr(data_exporters, name)(sd, out, **kwargs)
+
+
+def _load(fmt, path):
+    if fmt in ("hdf5", "raster"):
+        return data_loaders.load_spikedata_from_hdf5(path)
+    if fmt == "nwb":
+        return data_loaders.load_spikedata_from_nwb(path)
+    if fmt == "kilosort":
+        return data_loaders.load_spikedata_from_kilosort(path, FS)
+    return data_loaders.load_spikedata_from_pickle(path)
+
+
+def _check(fmt, sd, back):
+    if fmt == "raster":
+        assert back.N == sd.N and back.n_spikes == sd.n_spikes
+    elif fmt == "kilosort":
+        assert_same_trains(sd, back, atol_ms=0.5 * 1000 / FS + 1e-9)
+    elif fmt in ("hdf5", "nwb"):
+        assert_same_trains(sd, back, atol_ms=1e-9, rtol=1e-15)
+    else:
+        assert_same_trains(sd, back)
+
+
+@pytest.fixture(scope="module")
+def large_pickle(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    train = [np.sort(rng.uniform(0, 60_000, rng.integers(1000, 8000))) for _ in range(300)]
+    sd = SpikeData(train, length=60_000.0, metadata={"fs_Hz": FS})
+    return export_to_pickle(sd, tmp_path_factory.mktemp("crash") / "large.pkl"), sd
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", list(EXPORT))
+def test_sigkill_at_random_points_never_corrupts_the_final_output(tmp_path, large_pickle, fmt):
+    pkl, sd = large_pickle
+    out = tmp_path / ("out" if fmt == "kilosort" else f"out.{fmt}")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from spikelab.data_loaders import data_exporters as ex
+        from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
+        sd = load_spikedata_from_pickle({str(pkl)!r})
+        out = {str(out)!r}
+        print("ready", flush=True)
+        while True:
+            getattr(ex, {EXPORT[fmt][0]!r})(sd, out, **{EXPORT[fmt][1]!r})
+        """
+    )
+    rng = random.Random(fmt)
+    t0 = time.perf_counter()
+    _export(fmt, sd, out)
+    duration = time.perf_counter() - t0
+    _check(fmt, sd, _load(fmt, out))
+    for _ in range(KILLS_PER_FORMAT):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0, 2.5 * duration))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if out.exists():
+            _check(fmt, sd, _load(fmt, out))
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    _export(fmt, sd, out)
+    _check(fmt, sd, _load(fmt, out))
+    assert [p.name for p in tmp_path.iterdir()] == [out.name], f"left behind: {leftovers}"
