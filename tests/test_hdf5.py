@@ -299,3 +299,13 @@ def test_property_samples_come_back_within_half_a_sample(tmp_path, sd, fs):
     half = 0.5 * 1000.0 / fs
     for a, b in zip(sd.train, back.train, strict=True):
         assert np.all(np.abs(a - b) <= half * (1 + 1e-9) + np.spacing(np.abs(a)) * 4)
+
+
+def test_outputs_get_the_usual_file_mode_not_the_temporary_one(tmp_path):
+    import os
+
+    path = tmp_path / "mode.h5"
+    export_spikedata_to_hdf5(SpikeData([[1.0]]), path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
