@@ -1,0 +1,33 @@
+# One export rule per target and batch: a job converts every recording of its batch and
+# declares each file it writes, so `snakemake results/nwb/<recording>.nwb` builds one file
+# and Snakemake tracks each. Rules are named export_<target>__<batch>.
+
+
+for target in TARGETS:
+    for batch in BATCHES:
+
+        rule:
+            name:
+                f"export_{target.rule_name}__{batch.key}"
+            input:
+                pickles=batch.paths,
+            output:
+                files=export_outputs(target, batch),
+            log:
+                f"logs/export/{target.name}/{batch.key}.log",
+            benchmark:
+                f"benchmarks/export/{target.name}/{batch.key}.tsv"
+            conda:
+                CONDA_ENV
+            threads: 1
+            resources:
+                mem_mb=mem_mb_for(target.format),
+                runtime=runtime_for(target.format),
+            params:
+                target=target.as_params(),
+                recordings=recordings_param(target, batch),
+                fs_Hz=fs_param(target),
+                format=target.format,
+            script:
+                # formatted per job: a loop variable here would be read when the job runs
+                "../scripts/export_{params.format}.py"

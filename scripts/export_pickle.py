@@ -1,0 +1,15 @@
+"""Snakemake script: convert one batch of recordings with export_to_pickle."""
+
+from spikelab.data_loaders.data_exporters import export_to_pickle
+from spikelab.workflow.runner import run_export_job
+
+run_export_job(
+    export_to_pickle,
+    target=snakemake.params.target,
+    sources=snakemake.input.pickles,
+    outputs=snakemake.output.files,
+    recordings=snakemake.params.recordings,
+    default_fs_Hz=snakemake.params.fs_Hz,
+    on_bad_recording=snakemake.config["on_bad_recording"],
+    log_path=snakemake.log[0],
+)

@@ -1,0 +1,5 @@
+"""Snakemake script: tabulate every verify result in results/summary.tsv."""
+
+from spikelab.workflow.summary import run_summary_job
+
+run_summary_job(list(snakemake.input), snakemake.output[0], snakemake.log[0])

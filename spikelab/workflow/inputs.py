@@ -1,0 +1,283 @@
+"""Find the recordings to convert, validate their names, and resolve their sampling rates.
+
+Three ways to name the input pickles (exactly one is used):
+
+- a directory: every ``*.pkl`` file directly in it (hidden files are skipped); the recording
+  name is the file name without ``.pkl``;
+- a glob pattern (``**`` matches across folders); the recording name is the file stem;
+- a sample sheet: a TSV file with a header line and the columns ``recording`` and ``path``
+  and optionally ``fs_Hz`` (Hz). Relative paths are relative to the sheet's folder; blank
+  lines and lines starting with ``#`` are skipped.
+
+A recording name becomes part of output file names, so it must be a plain file name:
+letters, digits, ``.``, ``_``, ``+`` and ``-``, starting with a letter or digit, at most
+:data:`MAX_NAME_LENGTH` characters. Everything is checked up front and every problem is
+reported at once (:class:`InputError`).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob as _glob
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from spikelab.workflow import WorkflowConfigError
+
+__all__ = [
+    "NAME_PATTERN",
+    "MAX_NAME_LENGTH",
+    "InputError",
+    "Recording",
+    "name_problem",
+    "check_recordings",
+    "recordings_from_directory",
+    "recordings_from_glob",
+    "recordings_from_sample_sheet",
+    "discover_recordings",
+    "resolve_fs_Hz",
+]
+
+#: Regular expression (without anchors) of a valid recording name; also the Snakemake
+#: wildcard constraint of ``{recording}``.
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}"
+MAX_NAME_LENGTH = 200
+SAMPLE_SHEET_COLUMNS = ("recording", "path", "fs_Hz")
+
+_NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
+_log = logging.getLogger(__name__)
+
+
+class InputError(WorkflowConfigError):
+    """The configured inputs cannot be used (bad names, missing files, a malformed sheet)."""
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One input pickle.
+
+    Attributes
+    ----------
+    name : str
+        Recording name, used in output paths (``results/<format>/<name>.<ext>``).
+    path : str
+        Path of the pickle, as found (relative to the working directory, or absolute).
+    fs_Hz : float or None
+        Sampling rate (Hz) from the sample sheet, if it gives one.
+    """
+
+    name: str
+    path: str
+    fs_Hz: float | None = None
+
+
+def name_problem(name: Any) -> str | None:
+    """Return why ``name`` cannot be a recording name, or None when it can."""
+    if not isinstance(name, str) or not name:
+        return "is empty" if name == "" else f"is not a string ({type(name).__name__})"
+    if "/" in name or "\\" in name or os.sep in name:
+        return "contains a path separator"
+    if name.startswith("."):
+        return "starts with '.' (a hidden file or a reference like '..')"
+    if any(c.isspace() for c in name):
+        return "contains whitespace"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is longer than {MAX_NAME_LENGTH} characters"
+    if not _NAME_RE.match(name):
+        bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._+-"))})
+        if bad:
+            return f"contains {''.join(bad)!r}"
+        return "must start with a letter or a digit"
+    return None
+
+
+def check_recordings(recordings: Sequence[Recording], *, source: str) -> list[Recording]:
+    """Validate names (format, duplicates, case collisions); return them sorted by name.
+
+    ``source`` describes where the recordings came from, for the error message.
+    """
+    problems: list[str] = []
+    for rec in recordings:
+        why = name_problem(rec.name)
+        if why:
+            problems.append(f"recording name {rec.name!r} (from {rec.path}) {why}")
+    by_name: dict[str, list[Recording]] = {}
+    by_folded: dict[str, set[str]] = {}
+    for rec in recordings:
+        by_name.setdefault(rec.name, []).append(rec)
+        by_folded.setdefault(rec.name.casefold(), set()).add(rec.name)
+    for name, recs in by_name.items():
+        if len(recs) > 1:
+            paths = ", ".join(r.path for r in recs)
+            problems.append(f"recording name {name!r} is used by {len(recs)} files: {paths}")
+    for names in by_folded.values():
+        if len(names) > 1:
+            problems.append(
+                "recording names "
+                + ", ".join(repr(n) for n in sorted(names))
+                + " differ only in case (their outputs would collide on macOS and Windows)"
+            )
+    if problems:
+        raise InputError(
+            f"{source}: {len(problems)} problem(s) with the recordings:\n  - "
+            + "\n  - ".join(problems)
+            + "\nRecording names may hold letters, digits, '.', '_', '+' and '-' and must start "
+            "with a letter or digit; rename the files or give names in a sample sheet."
+        )
+    return sorted(recordings, key=lambda r: r.name)
+
+
+def _stem(path: str) -> str:
+    base = os.path.basename(path)
+    return base[:-4] if base.endswith(".pkl") else os.path.splitext(base)[0]
+
+
+def recordings_from_directory(directory: str | os.PathLike) -> list[Recording]:
+    """Every ``*.pkl`` file directly in ``directory`` (hidden files skipped), unsorted."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise InputError(
+            f"inputs.directory: {directory!r} is not a directory "
+            f"(relative paths start at the working directory {os.getcwd()})"
+        )
+    out = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.name.endswith(".pkl"):
+                continue
+            if entry.is_file():  # follows symlinks
+                out.append(Recording(entry.name[:-4], os.path.join(directory, entry.name)))
+    return out
+
+
+def recordings_from_glob(pattern: str) -> list[Recording]:
+    """Every file matching the glob ``pattern`` (``**`` recursive), named by its stem."""
+    paths = [p for p in _glob.glob(pattern, recursive=True) if os.path.isfile(p)]
+    return [Recording(_stem(p), p) for p in paths]
+
+
+def _parse_fs(text: str, where: str) -> float | None:
+    text = text.strip()
+    if not text or text.lower() in ("na", "nan", "none", "null"):
+        return None
+    try:
+        fs = float(text)
+    except ValueError:
+        raise InputError(f"{where}: fs_Hz {text!r} is not a number (Hz)") from None
+    if not math.isfinite(fs) or fs <= 0:
+        raise InputError(f"{where}: fs_Hz {text!r} must be a sampling rate > 0 Hz")
+    return fs
+
+
+def recordings_from_sample_sheet(sheet: str | os.PathLike) -> list[Recording]:
+    """Recordings listed in a TSV sample sheet (columns ``recording``, ``path``[, ``fs_Hz``]).
+
+    Relative paths are taken relative to the sheet's folder; every listed file must exist.
+    """
+    sheet = os.fspath(sheet)
+    if not os.path.isfile(sheet):
+        raise InputError(f"inputs.sample_sheet: {sheet!r} is not a file")
+    base = os.path.dirname(sheet)
+    with open(sheet, newline="", encoding="utf-8-sig") as fh:
+        lines = [
+            (i, line)
+            for i, line in enumerate(fh, start=1)
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+    if not lines:
+        raise InputError(f"{sheet}: the sample sheet is empty (it needs a header line)")
+    rows = list(csv.reader([line for _, line in lines], delimiter="\t"))
+    header = [h.strip() for h in rows[0]]
+    unknown = [h for h in header if h not in SAMPLE_SHEET_COLUMNS]
+    missing = [h for h in ("recording", "path") if h not in header]
+    if unknown or missing or len(set(header)) != len(header):
+        raise InputError(
+            f"{sheet}, line {lines[0][0]}: the header must name the tab-separated columns "
+            f"recording and path, and optionally fs_Hz; got {header!r}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+            + (f" (missing: {', '.join(missing)})" if missing else "")
+        )
+    col = {h: header.index(h) for h in header}
+    out: list[Recording] = []
+    problems: list[str] = []
+    for (lineno, _), row in zip(lines[1:], rows[1:], strict=True):
+        where = f"{sheet}, line {lineno}"
+        if len(row) != len(header):
+            problems.append(f"{where}: {len(row)} fields for {len(header)} columns")
+            continue
+        name = row[col["recording"]].strip()
+        path = row[col["path"]].strip()
+        if not path:
+            problems.append(f"{where}: empty path")
+            continue
+        full = path if os.path.isabs(path) or not base else os.path.join(base, path)
+        try:
+            fs = _parse_fs(row[col["fs_Hz"]], where) if "fs_Hz" in col else None
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        if not os.path.isfile(full):
+            problems.append(f"{where}: recording {name!r}: no such file {full!r}")
+            continue
+        out.append(Recording(name, full, fs))
+    if problems:
+        raise InputError(f"{sheet}: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+    return out
+
+
+def discover_recordings(inputs: Mapping[str, Any]) -> list[Recording]:
+    """The recordings named by the ``inputs`` config block, validated and sorted by name.
+
+    Exactly one of ``directory``, ``glob`` and ``sample_sheet`` must be set (not null).
+    """
+    given = {k: inputs.get(k) for k in ("directory", "glob", "sample_sheet")}
+    chosen = [k for k, v in given.items() if v not in (None, "")]
+    if len(chosen) != 1:
+        raise InputError(
+            "inputs: set exactly one of inputs.directory, inputs.glob and inputs.sample_sheet "
+            f"(the others null); got {', '.join(chosen) if chosen else 'none'}"
+        )
+    kind = chosen[0]
+    where = f"inputs.{kind} {given[kind]!r}"
+    if kind == "directory":
+        recs = recordings_from_directory(given[kind])
+        empty = f"{where}: no *.pkl file in the folder"
+    elif kind == "glob":
+        recs = recordings_from_glob(given[kind])
+        empty = f"{where}: the pattern matches no file"
+    else:
+        recs = recordings_from_sample_sheet(given[kind])
+        empty = f"{where}: the sample sheet lists no recording"
+    if not recs:
+        raise InputError(empty)
+    return check_recordings(recs, source=where)
+
+
+def resolve_fs_Hz(
+    sheet_fs_Hz: float | None, metadata: Mapping[str, Any] | None, default_fs_Hz: float | None
+) -> tuple[float | None, str]:
+    """The sampling rate (Hz) of one recording and where it came from.
+
+    Precedence: the sample sheet's ``fs_Hz``, then the recording's ``metadata["fs_Hz"]``,
+    then the config default. Returns ``(None, "none")`` when none of them gives one. An
+    unusable metadata value (not a positive number) is skipped with a warning.
+    """
+    if sheet_fs_Hz is not None:
+        return float(sheet_fs_Hz), "sample sheet"
+    value = (metadata or {}).get("fs_Hz")
+    if value is not None:
+        try:
+            fs = float(value)
+        except (TypeError, ValueError):
+            fs = math.nan
+        if math.isfinite(fs) and fs > 0:
+            return fs, "metadata"
+        _log.warning("metadata fs_Hz=%r is not a sampling rate (Hz); ignored", value)
+    if default_fs_Hz is not None:
+        return float(default_fs_Hz), "config fs_Hz"
+    return None, "none"

@@ -1,0 +1,282 @@
+"""Read every output back with the matching loader and compare it with its source pickle.
+
+Checked per recording: the number of units, the number of spikes of every unit, every spike
+time within the target's tolerance (exact for ms, ~1 ulp for s, half a sample for samples, one
+bin width for a raster; see :meth:`Target.time_tolerance`), ``start_time`` and ``length``
+(exact: every format stores them). The result of a batch is one JSON file::
+
+    {"target": "nwb", "format": "nwb", "batch": "small", "ok": true,
+     "results": [{"recording": "small", "status": "ok", "ok": true, "n_units": 8, ...}, ...]}
+
+``status`` is ``ok``, ``mismatch`` (read back but different), ``unreadable`` (the loader
+refused the file) or ``export_failed`` (a failure stub from the export step). A verify job
+fails only on errors of its own (a bug, a missing library); bad recordings are reported in
+the JSON and make the final ``check`` fail, so one bad file never hides the results of the
+others in its batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spikelab.data_loaders._common import atomic_file
+from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
+from spikelab.spikedata.spikedata import SpikeData
+from spikelab.workflow.inputs import resolve_fs_Hz
+from spikelab.workflow.runner import (
+    DATA_FAULTS,
+    describe_error,
+    output_size,
+    read_failure_stub,
+    setup_logging,
+)
+from spikelab.workflow.targets import Target
+
+__all__ = [
+    "Comparison",
+    "compare_spikedata",
+    "loader_for",
+    "verify_recording",
+    "verify_batch",
+    "run_verify_job",
+]
+
+log = logging.getLogger("spikelab.workflow")
+
+
+@dataclass
+class Comparison:
+    """Outcome of comparing a re-read SpikeData with its source.
+
+    ``max_abs_error_ms`` is the largest spike-time difference (ms), ``max_error_ulps`` the
+    largest difference in units of the spacing of the compared times, ``problems`` one line
+    per failed check (empty when ``ok``).
+    """
+
+    ok: bool
+    n_units: int
+    n_spikes: int
+    max_abs_error_ms: float = 0.0
+    max_error_ulps: float = 0.0
+    tolerance_ms: float = 0.0
+    tolerance_ulps: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def compare_spikedata(
+    source: SpikeData,
+    read: SpikeData,
+    *,
+    abs_tol_ms: float = 0.0,
+    ulps: int = 0,
+    max_problems: int = 5,
+) -> Comparison:
+    """Compare ``read`` with ``source`` (both times in ms).
+
+    A spike time passes when ``|read - source| <= abs_tol_ms + ulps * spacing(scale)``, with
+    ``scale = max(|source time|, |start_time|)`` (times may be stored relative to the start).
+    Unit count, per-unit spike counts, ``start_time`` and ``length`` must match exactly.
+    """
+    problems: list[str] = []
+    if read.N != source.N:
+        problems.append(f"unit count: {read.N} read back, {source.N} in the source")
+    if read.start_time != source.start_time:
+        problems.append(f"start_time: {read.start_time!r} ms read back, {source.start_time!r} ms")
+    if read.length != source.length:
+        problems.append(f"length: {read.length!r} ms read back, {source.length!r} ms")
+    max_err = 0.0
+    max_ulps = 0.0
+    anchor = abs(source.start_time)
+    for i in range(min(read.N, source.N)):
+        a, b = source.train[i], read.train[i]
+        if a.size != b.size:
+            problems.append(f"unit {i}: {b.size} spikes read back, {a.size} in the source")
+            continue
+        if not a.size:
+            continue
+        err = np.abs(b - a)
+        spacing = np.spacing(np.maximum(np.abs(a), anchor))
+        allowed = abs_tol_ms + ulps * spacing
+        max_err = max(max_err, float(err.max()))
+        max_ulps = max(max_ulps, float((err / spacing).max()))
+        bad = np.flatnonzero(~(err <= allowed))
+        if bad.size:
+            j = int(bad[0])
+            problems.append(
+                f"unit {i}: {bad.size} spike times off by more than the tolerance, first at "
+                f"index {j}: {float(b[j])!r} ms read back, {float(a[j])!r} ms in the source"
+            )
+    if len(problems) > max_problems:
+        problems = problems[:max_problems] + [f"... and {len(problems) - max_problems} more"]
+    return Comparison(
+        ok=not problems,
+        n_units=source.N,
+        n_spikes=source.n_spikes,
+        max_abs_error_ms=max_err,
+        max_error_ulps=max_ulps,
+        tolerance_ms=abs_tol_ms,
+        tolerance_ulps=ulps,
+        problems=problems,
+    )
+
+
+def loader_for(fmt: str) -> Callable[..., SpikeData]:
+    """The loader of format ``fmt``, imported on demand (an HDF5 job never imports pynwb)."""
+    if fmt == "hdf5":
+        from spikelab.data_loaders.data_loaders import load_spikedata_from_hdf5 as loader
+    elif fmt == "nwb":
+        from spikelab.data_loaders.data_loaders import load_spikedata_from_nwb as loader
+    elif fmt == "kilosort":
+        from spikelab.data_loaders.data_loaders import load_spikedata_from_kilosort as loader
+    elif fmt == "pickle":
+        loader = load_spikedata_from_pickle
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+    return loader
+
+
+def _number(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def verify_recording(
+    target: Target,
+    recording: str,
+    source: str,
+    output: str,
+    *,
+    sheet_fs_Hz: float | None = None,
+    default_fs_Hz: float | None = None,
+) -> dict[str, Any]:
+    """Verify one output against its source; return the JSON-ready result dict."""
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {
+        "recording": recording,
+        "target": target.name,
+        "source": source,
+        "output": output,
+        "status": "ok",
+        "ok": True,
+        "n_units": None,
+        "n_spikes": None,
+        "output_bytes": None,
+        "time_unit": target.time_unit,
+        "fs_Hz": None,
+        "max_abs_error_ms": None,
+        "max_error_ulps": None,
+        "tolerance_ms": None,
+        "tolerance_ulps": None,
+        "message": "",
+    }
+    stub = read_failure_stub(output)
+    if stub is not None:
+        result.update(status="export_failed", ok=False, message=stub)
+        return result
+    result["output_bytes"] = output_size(output)
+    try:
+        src = load_spikedata_from_pickle(source)
+    except DATA_FAULTS as exc:
+        result.update(status="unreadable", ok=False, message=f"source: {describe_error(exc)}")
+        return result
+    fs, _ = resolve_fs_Hz(sheet_fs_Hz, src.metadata, default_fs_Hz)
+    if target.uses_fs:
+        result["fs_Hz"] = fs
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            read = loader_for(target.format)(output, **target.loader_kwargs(fs))
+        for w in caught:
+            log.warning("%s: %s: %s", recording, w.category.__name__, w.message)
+    except DATA_FAULTS as exc:
+        result.update(status="unreadable", ok=False, message=describe_error(exc))
+        result["seconds"] = round(time.perf_counter() - t0, 6)
+        return result
+    abs_tol, ulps = target.time_tolerance(fs)
+    cmp = compare_spikedata(src, read, abs_tol_ms=abs_tol, ulps=ulps)
+    result.update(
+        n_units=cmp.n_units,
+        n_spikes=cmp.n_spikes,
+        max_abs_error_ms=cmp.max_abs_error_ms,
+        max_error_ulps=_number(cmp.max_error_ulps) if abs_tol == 0 else None,
+        tolerance_ms=_number(abs_tol),
+        tolerance_ulps=ulps,
+    )
+    if not cmp.ok:
+        result.update(status="mismatch", ok=False, message="; ".join(cmp.problems))
+    result["seconds"] = round(time.perf_counter() - t0, 6)
+    return result
+
+
+def verify_batch(
+    target: Target,
+    items: Sequence[tuple[str, str, str, float | None]],
+    out_json: str,
+    *,
+    batch: str,
+    default_fs_Hz: float | None = None,
+) -> dict[str, Any]:
+    """Verify every ``(recording, source, output, sheet_fs_Hz)`` and write ``out_json``."""
+    results = []
+    for recording, source, output, sheet_fs in items:
+        r = verify_recording(
+            target,
+            recording,
+            source,
+            output,
+            sheet_fs_Hz=sheet_fs,
+            default_fs_Hz=default_fs_Hz,
+        )
+        if r["ok"]:
+            log.info(
+                "verified %s against %s: %d units, %d spikes, max error %.3g ms",
+                output,
+                source,
+                r["n_units"],
+                r["n_spikes"],
+                r["max_abs_error_ms"],
+            )
+        else:
+            log.error("%s: %s %s: %s", target.name, r["status"], output, r["message"])
+        results.append(r)
+    doc = {
+        "target": target.name,
+        "format": target.format,
+        "batch": batch,
+        "ok": all(r["ok"] for r in results),
+        "results": results,
+    }
+    with atomic_file(out_json) as tmp:
+        Path(tmp).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    log.info("wrote %s (%d bytes)", out_json, Path(out_json).stat().st_size)
+    return doc
+
+
+def run_verify_job(
+    *,
+    target: dict[str, Any],
+    sources: Sequence[str],
+    outputs: Sequence[str],
+    recordings: Sequence[tuple[str, float | None]],
+    default_fs_Hz: float | None,
+    batch: str,
+    out_json: str,
+    log_path: str | None,
+) -> dict[str, Any]:
+    """Entry point of ``scripts/verify.py``."""
+    setup_logging(log_path)
+    tgt = Target.from_params(target)
+    items = [
+        (name, str(src), str(out), fs)
+        for (name, fs), src, out in zip(recordings, sources, outputs, strict=True)
+    ]
+    return verify_batch(tgt, items, out_json, batch=batch, default_fs_Hz=default_fs_Hz)
