@@ -1,5 +1,5 @@
 # Convert SpikeData pickles to HDF5, NWB, KiloSort/Phy and pickle, verify every output, and
-# tabulate the results. See docs/workflow.md; options in config.yaml.
+# tabulate the results. See README.md; options in config.yaml.
 
 from snakemake.utils import min_version, validate
 
@@ -15,6 +15,7 @@ validate(config, "schemas/config.schema.yaml")
 include: "rules/common.smk"
 include: "rules/export.smk"
 include: "rules/verify.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -22,3 +23,4 @@ rule all:
     input:
         rules.summary.output,
         rules.check.output,
+        report_outputs(),

@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 from spikelab.workflow import WorkflowConfigError
 from spikelab.workflow.batches import export_mem_mb, export_runtime_min, plan_batches
 from spikelab.workflow.inputs import NAME_PATTERN, discover_recordings
+from spikelab.workflow.s3 import check_bucket, is_s3_url
 from spikelab.workflow.targets import RESULTS, selected_targets, targets_from_config
 
 
@@ -13,7 +14,17 @@ wildcard_constraints:
     recording=NAME_PATTERN,
 
 
+# Outputs on S3 (--default-storage-provider s3 --default-storage-prefix s3://bucket/prefix):
+# the storage plugin would create a missing bucket silently; a typo should stop the run instead.
+OUTPUT_PREFIX = (
+    workflow.storage_settings.default_storage_prefix
+    if workflow.storage_settings.default_storage_provider == "s3"
+    else None
+)
+
 try:
+    if OUTPUT_PREFIX:
+        check_bucket(OUTPUT_PREFIX, what="--default-storage-prefix")
     RECORDINGS = discover_recordings(config["inputs"])
     TARGETS = targets_from_config(config)
     SELECTED = selected_targets(config, TARGETS)
@@ -22,6 +33,13 @@ except WorkflowConfigError as exc:
 
 BATCHES = plan_batches(RECORDINGS, config["batch_size"])
 CONDA_ENV = "../envs/spikelab.yaml"
+
+
+def pickle_inputs(batch):
+    """The input pickles of a batch: s3:// URLs through Snakemake's S3 storage plugin; local
+    paths flagged local(), so that S3 outputs (a default storage provider) leave them local.
+    """
+    return [storage(p) if is_s3_url(p) else local(p) for p in batch.paths]
 
 
 def export_outputs(target, batch):
@@ -36,8 +54,24 @@ def exported_files(target, batch):
 
 
 def recordings_param(target, batch):
-    """(name, sample-sheet fs_Hz) per recording; fs only where the target uses it."""
-    return [(r.name, r.fs_Hz if target.uses_fs else None) for r in batch.recordings]
+    """(name, sample-sheet fs_Hz, sample-sheet NWB fields) per recording, where the target
+    uses them (so a sheet's subject columns re-run only the NWB exports)."""
+    return [
+        (
+            r.name,
+            r.fs_Hz if target.uses_fs else None,
+            dict(r.nwb) if target.format == "nwb" else {},
+        )
+        for r in batch.recordings
+    ]
+
+
+def pickle_loading_param():
+    """How the jobs read pickles: the restricted loader unless the config opts in."""
+    return {
+        "trusted": config["trusted_pickles"],
+        "allow_globals": sorted(config["allow_globals"]),
+    }
 
 
 def fs_param(target):
@@ -66,3 +100,48 @@ def runtime_for(fmt):
         return export_runtime_min(fmt, input.size_files_mb, attempt)
 
     return runtime
+
+
+# ----------------------------------------------------------------- report (rules/report.smk)
+# `report(` at the start of a line is read as the report keyword, hence the other name.
+from snakemake.io import report as flag_for_report
+
+REPORT = f"{RESULTS}/report"
+
+
+def report_figure(name):
+    """Path of the overview figure of recording ``name``."""
+    return f"{REPORT}/{name}.png"
+
+
+def report_stats(batch):
+    """Path of the JSON numbers (units, spikes, duration, ...) of one batch's recordings."""
+    return f"{REPORT}/stats/{batch.key}.json"
+
+
+def report_figures(batch):
+    """The batch's figures, flagged for the report: one category per recording."""
+    return [
+        flag_for_report(
+            report_figure(name),
+            caption="../report/figure.rst",
+            category=name,
+            labels={"recording": name, "figure": "raster and population rate"},
+        )
+        for name in batch.names
+    ]
+
+
+def report_recordings_param(batch):
+    """(name, sample-sheet session_start_time or None) per recording, for the figure titles."""
+    return [(r.name, dict(r.nwb).get("session_start_time")) for r in batch.recordings]
+
+
+def report_all_stats():
+    """Every batch's numbers: the input of the table."""
+    return [report_stats(b) for b in BATCHES]
+
+
+def report_outputs():
+    """What the report shows: every recording's figure, and the table (for rule all)."""
+    return [report_figure(r.name) for r in RECORDINGS] + list(rules.report_table.output)

@@ -10,13 +10,15 @@ for target in TARGETS:
             name:
                 f"export_{target.rule_name}__{batch.key}"
             input:
-                pickles=batch.paths,
+                pickles=pickle_inputs(batch),
             output:
                 files=export_outputs(target, batch),
             log:
                 f"logs/export/{target.name}/{batch.key}.log",
             benchmark:
                 f"benchmarks/export/{target.name}/{batch.key}.tsv"
+            group:
+                "convert"  # SLURM: group-components in profiles/slurm
             conda:
                 CONDA_ENV
             threads: 1
@@ -27,6 +29,7 @@ for target in TARGETS:
                 target=target.as_params(),
                 recordings=recordings_param(target, batch),
                 fs_Hz=fs_param(target),
+                pickle_loading=pickle_loading_param(),
                 format=target.format,
             script:
                 # formatted per job: a loop variable here would be read when the job runs

@@ -11,11 +11,13 @@ for target in TARGETS:
                 f"verify_{target.rule_name}__{batch.key}"
             input:
                 outputs=exported_files(target, batch),
-                pickles=batch.paths,
+                pickles=pickle_inputs(batch),
             output:
                 json=target.verify_output(batch.key),
             log:
                 f"logs/verify/{target.name}/{batch.key}.log",
+            group:
+                "convert"  # SLURM: group-components in profiles/slurm
             conda:
                 CONDA_ENV
             threads: 1
@@ -26,6 +28,7 @@ for target in TARGETS:
                 target=target.as_params(),
                 recordings=recordings_param(target, batch),
                 fs_Hz=fs_param(target),
+                pickle_loading=pickle_loading_param(),
                 batch=batch.key,
             script:
                 "../scripts/verify.py"

@@ -12,4 +12,5 @@ run_export_job(
     default_fs_Hz=snakemake.params.fs_Hz,
     on_bad_recording=snakemake.config["on_bad_recording"],
     log_path=snakemake.log[0],
+    pickle_loading=snakemake.params.pickle_loading,
 )

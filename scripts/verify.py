@@ -11,4 +11,5 @@ run_verify_job(
     batch=snakemake.params.batch,
     out_json=snakemake.output.json,
     log_path=snakemake.log[0],
+    pickle_loading=snakemake.params.pickle_loading,
 )

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "schemas", "config.yaml", "profiles", "envs")
+WORKFLOW_FILES = (
+    "Snakefile",
+    "rules",
+    "scripts",
+    "schemas",
+    "config.yaml",
+    "profiles",
+    "envs",
+    "report",
+)
 
 
 def copy_workflow(dest: Path, *, example: bool = True) -> Path:

@@ -67,9 +67,19 @@ def set_config(workdir: Path, **changes) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def per_recording_jobs(*recordings: str, targets=RULE_TARGETS) -> Counter:
-    jobs = Counter({"summary": 1, "check": 1, "all": 1})
+def use_directory_input(workdir: Path) -> None:
+    """Read every *.pkl of example/recordings (instead of the shipped sample sheet)."""
+    set_config(
+        workdir,
+        inputs={"directory": "example/recordings", "glob": None, "sample_sheet": None},
+        fs_Hz=20000.0,
+    )
+
+
+def per_recording_jobs(*recordings: str, targets=RULE_TARGETS, figures=True) -> Counter:
+    jobs = Counter({"summary": 1, "check": 1, "all": 1, "report_table": 1})
     for rec in recordings:
+        jobs[f"report_figures__{rec}"] += int(figures)
         for t in targets:
             jobs[f"export_{t}__{rec}"] += 1
             jobs[f"verify_{t}__{rec}"] += 1
@@ -154,9 +164,11 @@ def test_changing_one_format_option_reruns_only_that_format(finished, tmp_path):
     set_config(wd, hdf5__ragged__times_unit="s")  # not a key of the ragged style: no effect
     assert planned_jobs(wd) == Counter()
     set_config(wd, nwb__session_description="Session of {recording}")
-    assert planned_jobs(wd) == per_recording_jobs(*RECORDINGS, targets=["nwb"])
+    assert planned_jobs(wd) == per_recording_jobs(*RECORDINGS, targets=["nwb"], figures=False)
     set_config(wd, hdf5__raster__raster_bin_size_ms=2.0)
-    assert planned_jobs(wd) == per_recording_jobs(*RECORDINGS, targets=["nwb", "hdf5_raster"])
+    assert planned_jobs(wd) == per_recording_jobs(
+        *RECORDINGS, targets=["nwb", "hdf5_raster"], figures=False
+    )
     before = mtimes(wd)
     smk(wd)
     after = mtimes(wd)
@@ -183,6 +195,7 @@ def test_touching_one_input_reruns_only_its_batch(tmp_path):
             REPO / "example" / "recordings" / "small.pkl",
             wd / "example" / "recordings" / f"{name}.pkl",
         )
+    use_directory_input(wd)
     set_config(wd, batch_size=3, formats=["pickle", "hdf5"])
     smk(wd)
     all_names = sorted([*names, *RECORDINGS])
@@ -232,6 +245,7 @@ def test_a_recording_name_with_a_path_separator_is_rejected_at_start(workflow_di
 # -------------------------------------------------------------- a corrupt recording
 def test_a_corrupt_input_leaves_the_others_converted_and_verified(workflow_dir):
     (workflow_dir / "example" / "recordings" / "bad.pkl").write_bytes(b"\x80\x04\x95 truncated")
+    use_directory_input(workflow_dir)
     proc = smk(workflow_dir, "--keep-going", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -254,6 +268,7 @@ def test_a_corrupt_input_leaves_the_others_converted_and_verified(workflow_dir):
 
 def test_on_bad_recording_fail_fails_the_whole_batch_job(workflow_dir):
     (workflow_dir / "example" / "recordings" / "bad.pkl").write_bytes(b"garbage")
+    use_directory_input(workflow_dir)
     set_config(workflow_dir, on_bad_recording="fail", formats=["pickle"])
     proc = smk(workflow_dir, "--keep-going", check=False)
     assert proc.returncode != 0

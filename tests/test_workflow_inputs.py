@@ -129,6 +129,20 @@ def test_sample_sheet_paths_are_relative_to_the_sheet_and_fs_is_optional(tmp_pat
     ]
 
 
+def test_sample_sheet_nwb_columns_reach_the_recording_and_empty_cells_are_skipped(tmp_path):
+    _touch(tmp_path / "a.pkl")
+    _touch(tmp_path / "b.pkl")
+    sheet = tmp_path / "sheet.tsv"
+    sheet.write_text(
+        "recording\tpath\tsubject_id\tspecies\tage\n"
+        "alpha\ta.pkl\tm1\tMus musculus\tP90D\n"
+        "beta\tb.pkl\t\tMus musculus\t\n"
+    )
+    alpha, beta = recordings_from_sample_sheet(sheet)
+    assert dict(alpha.nwb) == {"subject_id": "m1", "species": "Mus musculus", "age": "P90D"}
+    assert dict(beta.nwb) == {"species": "Mus musculus"}
+
+
 @pytest.mark.parametrize(
     "text, match",
     [

@@ -21,6 +21,11 @@ class ExportError(ValueError):
     """An export was asked with arguments that cannot work (raised before any file is opened)."""
 
 
+class OutputInTheWayError(ExportError):
+    """Something else (a folder where a file goes, or a file where a folder goes) occupies the
+    output path; it is left alone. Not a fault of the data: remove it and export again."""
+
+
 class LoadError(ValueError):
     """A file could not be read back as SpikeData; the message names the file and the fault."""
 
@@ -128,7 +133,7 @@ def atomic_file(filepath: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(filepath)
     if final.is_dir():
-        raise ExportError(f"{final}: a directory is in the way of the output file")
+        raise OutputInTheWayError(f"{final}: a directory is in the way of the output file")
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final)
     tmp = _tmp_name(final)
@@ -150,7 +155,7 @@ def atomic_directory(folder: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(folder)
     if final.exists() and not final.is_dir():
-        raise ExportError(f"{final}: a file is in the way of the output folder")
+        raise OutputInTheWayError(f"{final}: a file is in the way of the output folder")
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".tmp", dir=final.parent))

@@ -4,7 +4,7 @@ Every exporter validates its arguments before opening any file and writes to a t
 name beside the target, renaming it into place only on success.
 """
 
-from spikelab.data_loaders._common import ExportError
+from spikelab.data_loaders._common import ExportError, OutputInTheWayError
 from spikelab.data_loaders.hdf5 import export_spikedata_to_hdf5
 from spikelab.data_loaders.kilosort import export_spikedata_to_kilosort
 from spikelab.data_loaders.nwb import export_spikedata_to_nwb
@@ -12,6 +12,7 @@ from spikelab.data_loaders.pickle_io import export_to_pickle
 
 __all__ = [
     "ExportError",
+    "OutputInTheWayError",
     "export_spikedata_to_hdf5",
     "export_spikedata_to_nwb",
     "export_spikedata_to_kilosort",

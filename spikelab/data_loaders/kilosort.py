@@ -31,6 +31,7 @@ from spikelab.data_loaders._common import (
     TIME_UNITS,
     ExportError,
     LoadError,
+    OutputInTheWayError,
     atomic_directory,
     check_fs,
     check_time_unit,
@@ -137,7 +138,7 @@ def export_spikedata_to_kilosort(
         n_chan_dat = int(n_channels)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise ExportError(f"{folder}: a file is in the way of the output folder")
+        raise OutputInTheWayError(f"{folder}: a file is in the way of the output folder")
 
     start_ms, length_ms = float(sd.start_time), float(sd.length)
     offset = 0
@@ -263,7 +264,16 @@ def _channels(sd, n_units: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _save(path: Path, arr: np.ndarray) -> None:
     with open(path, "wb") as fh:
-        np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
+        try:
+            np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
+        except OSError as exc:
+            if exc.errno is not None:
+                raise
+            # numpy reports a short write as "N requested and M written", without the cause
+            raise OSError(
+                f"{path}: the file could not be written in full ({exc}); is the disk full, "
+                "or a file-size limit reached?"
+            ) from None
 
 
 def _save_constant(path: Path, value: float, n: int) -> None:

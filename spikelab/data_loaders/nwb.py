@@ -45,6 +45,7 @@ import numpy as np
 from spikelab.data_loaders._common import (
     ExportError,
     LoadError,
+    OutputInTheWayError,
     atomic_file,
     check_fs,
     json_safe,
@@ -552,7 +553,7 @@ def export_spikedata_to_nwb(
         },
     )
     if Path(target).is_dir():
-        raise ExportError(f"{target}: a directory is in the way of the output file")
+        raise OutputInTheWayError(f"{target}: a directory is in the way of the output file")
     times, ends = _flat_trains(sd)
     if np.asarray(sd.raw_data).size:
         warnings.warn(

@@ -47,7 +47,17 @@ __all__ = [
 #: wildcard constraint of ``{recording}``.
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}"
 MAX_NAME_LENGTH = 200
-SAMPLE_SHEET_COLUMNS = ("recording", "path", "fs_Hz")
+#: Optional per-recording NWB fields a sample sheet may carry (keywords of the NWB exporter).
+NWB_SHEET_COLUMNS = (
+    "subject_id",
+    "species",
+    "sex",
+    "age",
+    "session_start_time",
+    "session_description",
+    "electrode_location",
+)
+SAMPLE_SHEET_COLUMNS = ("recording", "path", "fs_Hz", *NWB_SHEET_COLUMNS)
 
 _NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
 _log = logging.getLogger(__name__)
@@ -69,11 +79,14 @@ class Recording:
         Path of the pickle, as found (relative to the working directory, or absolute).
     fs_Hz : float or None
         Sampling rate (Hz) from the sample sheet, if it gives one.
+    nwb : tuple of (key, value)
+        NWB fields from the sample sheet's optional columns (subject_id, species, ...).
     """
 
     name: str
     path: str
     fs_Hz: float | None = None
+    nwb: tuple[tuple[str, str], ...] = ()
 
 
 def name_problem(name: Any) -> str | None:
@@ -138,8 +151,16 @@ def _stem(path: str) -> str:
 
 
 def recordings_from_directory(directory: str | os.PathLike) -> list[Recording]:
-    """Every ``*.pkl`` file directly in ``directory`` (hidden files skipped), unsorted."""
+    """Every ``*.pkl`` file directly in ``directory`` (hidden files skipped), unsorted.
+
+    ``directory`` may be an S3 prefix, ``s3://bucket/path/``: every ``*.pkl`` object directly
+    under it (see :func:`spikelab.workflow.s3.list_pickles`); the paths are then ``s3://`` URLs.
+    """
     directory = os.fspath(directory)
+    if directory.startswith("s3://"):
+        from spikelab.workflow import s3
+
+        return [Recording(name, url) for name, url in s3.list_pickles(directory)]
     if not os.path.isdir(directory):
         raise InputError(
             f"inputs.directory: {directory!r} is not a directory "
@@ -157,6 +178,12 @@ def recordings_from_directory(directory: str | os.PathLike) -> list[Recording]:
 
 def recordings_from_glob(pattern: str) -> list[Recording]:
     """Every file matching the glob ``pattern`` (``**`` recursive), named by its stem."""
+    if pattern.startswith("s3://"):
+        raise InputError(
+            f"inputs.glob {pattern!r}: glob patterns work on local files only; for S3 set "
+            "inputs.directory to the prefix (s3://bucket/path/) or list the objects in a "
+            "sample sheet"
+        )
     paths = [p for p in _glob.glob(pattern, recursive=True) if os.path.isfile(p)]
     return [Recording(_stem(p), p) for p in paths]
 
@@ -176,6 +203,11 @@ def _parse_fs(text: str, where: str) -> float | None:
 
 def recordings_from_sample_sheet(sheet: str | os.PathLike) -> list[Recording]:
     """Recordings listed in a TSV sample sheet (columns ``recording``, ``path``[, ``fs_Hz``]).
+
+    Optional columns ``subject_id``, ``species``, ``sex``, ``age`` (ISO 8601, e.g. P90D),
+    ``session_start_time`` (ISO 8601 with zone), ``session_description`` and
+    ``electrode_location`` (brain area) go to the NWB
+    export of that recording, overriding the config's ``nwb`` block; empty cells are skipped.
 
     Relative paths are taken relative to the sheet's folder; every listed file must exist.
     """
@@ -198,7 +230,8 @@ def recordings_from_sample_sheet(sheet: str | os.PathLike) -> list[Recording]:
     if unknown or missing or len(set(header)) != len(header):
         raise InputError(
             f"{sheet}, line {lines[0][0]}: the header must name the tab-separated columns "
-            f"recording and path, and optionally fs_Hz; got {header!r}"
+            f"recording and path, and optionally fs_Hz and {', '.join(NWB_SHEET_COLUMNS)}; "
+            f"got {header!r}"
             + (f" (unknown: {', '.join(unknown)})" if unknown else "")
             + (f" (missing: {', '.join(missing)})" if missing else "")
         )
@@ -215,16 +248,28 @@ def recordings_from_sample_sheet(sheet: str | os.PathLike) -> list[Recording]:
         if not path:
             problems.append(f"{where}: empty path")
             continue
-        full = path if os.path.isabs(path) or not base else os.path.join(base, path)
+        remote = path.startswith("s3://")
+        full = path if remote or os.path.isabs(path) or not base else os.path.join(base, path)
         try:
             fs = _parse_fs(row[col["fs_Hz"]], where) if "fs_Hz" in col else None
         except InputError as exc:
             problems.append(str(exc))
             continue
-        if not os.path.isfile(full):
+        if not remote and not os.path.isfile(full):
             problems.append(f"{where}: recording {name!r}: no such file {full!r}")
             continue
-        out.append(Recording(name, full, fs))
+        nwb = tuple(
+            (c, row[col[c]].strip()) for c in NWB_SHEET_COLUMNS if c in col and row[col[c]].strip()
+        )
+        out.append(Recording(name, full, fs, nwb))
+    remote = [r.path for r in out if r.path.startswith("s3://")]
+    if remote:  # checked together: one listing per S3 folder, not one request per object
+        from spikelab.workflow import s3
+
+        missing = set(s3.missing_objects(remote, what=f"inputs.sample_sheet {sheet}:"))
+        problems += [
+            f"recording {r.name!r}: no such object {r.path}" for r in out if r.path in missing
+        ]
     if problems:
         raise InputError(f"{sheet}: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
     return out

@@ -23,16 +23,21 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spikelab.data_loaders._common import ExportError, LoadError, atomic_directory, atomic_file
+from spikelab.data_loaders._common import (
+    ExportError,
+    LoadError,
+    OutputInTheWayError,
+    atomic_directory,
+    atomic_file,
+)
 from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
 from spikelab.spikedata.spikedata import InvalidSpikeDataError
 from spikelab.workflow.inputs import resolve_fs_Hz
@@ -67,6 +72,8 @@ DATA_FAULTS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     MissingSamplingRateError,
 )
+#: ... except these, which are faults of the output folder, not of the recording.
+NOT_DATA_FAULTS: tuple[type[BaseException], ...] = (OutputInTheWayError,)
 
 log = logging.getLogger("spikelab.workflow")
 
@@ -83,6 +90,7 @@ class ExportItem:
     source: str
     output: str
     sheet_fs_Hz: float | None = None
+    sheet_options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,13 +156,9 @@ def write_failure_stub(item: ExportItem, target: Target, error: str) -> None:
         "run snakemake again.\n"
     )
     if target.is_dir:
-        if os.path.isfile(item.output):
-            os.unlink(item.output)
         with atomic_directory(item.output) as tmp:
             (tmp / STUB_FILE).write_text(text, encoding="utf-8")
     else:
-        if os.path.isdir(item.output):
-            shutil.rmtree(item.output)
         with atomic_file(item.output) as tmp:
             Path(tmp).write_text(text, encoding="utf-8")
 
@@ -199,6 +203,13 @@ def _upload_to_s3(local: str, recording: str, options: dict[str, Any]) -> None:
     )
 
 
+def _add_context(exc: BaseException, item: ExportItem, target: Target) -> None:
+    exc.add_note(
+        f"while converting recording {item.recording!r} ({item.source}) to "
+        f"{item.output} [{target.name}]"
+    )
+
+
 def export_batch(
     exporter: Callable[..., Any],
     target: Target,
@@ -206,13 +217,22 @@ def export_batch(
     *,
     default_fs_Hz: float | None,
     on_bad_recording: str = "continue",
+    pickle_loading: Mapping[str, Any] | None = None,
 ) -> list[ExportResult]:
     """Convert every item with ``exporter(sd, output, **kwargs)``; see the module docstring.
 
-    ``default_fs_Hz`` (Hz) is the config's fallback sampling rate. Returns one result per item.
+    ``default_fs_Hz`` (Hz) is the config's fallback sampling rate. ``pickle_loading`` holds
+    the opt-ins of ``load_spikedata_from_pickle`` (``trusted``, ``allow_globals``) for sources
+    the user trusts; default: the restricted loader. Returns one result per item.
     """
     if on_bad_recording not in ON_BAD_RECORDING:
         raise ValueError(f"on_bad_recording must be one of {ON_BAD_RECORDING}")
+    pickle_loading = dict(pickle_loading or {})
+    if pickle_loading.get("trusted"):
+        log.warning(
+            "trusted_pickles is on: the sources are loaded with plain pickle.load, which runs "
+            "any code a pickle holds"
+        )
     results: list[ExportResult] = []
     t_batch = time.perf_counter()
     for item in items:
@@ -220,11 +240,15 @@ def export_batch(
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                sd = load_spikedata_from_pickle(item.source)
+                sd = load_spikedata_from_pickle(item.source, **pickle_loading)
                 fs, fs_source = resolve_fs_Hz(item.sheet_fs_Hz, sd.metadata, default_fs_Hz)
                 kwargs = target.exporter_kwargs(item.recording, fs)
+                kwargs.update(item.sheet_options)
                 exporter(sd, item.output, **kwargs)
         except DATA_FAULTS as exc:
+            if isinstance(exc, NOT_DATA_FAULTS):
+                _add_context(exc, item, target)
+                raise
             error = describe_error(exc)
             if item.source not in error:
                 error = f"{item.source}: {error}"
@@ -235,10 +259,7 @@ def export_batch(
             results.append(ExportResult(item.recording, item.output, False, error=error))
             continue
         except BaseException as exc:
-            exc.add_note(
-                f"while converting recording {item.recording!r} ({item.source}) to "
-                f"{item.output} [{target.name}]"
-            )
+            _add_context(exc, item, target)
             raise
         for w in caught:
             log.warning("%s: %s: %s", item.recording, w.category.__name__, w.message)
@@ -278,14 +299,16 @@ def run_export_job(
     target: dict[str, Any],
     sources: Sequence[str],
     outputs: Sequence[str],
-    recordings: Sequence[tuple[str, float | None]],
+    recordings: Sequence[tuple],
     default_fs_Hz: float | None,
     on_bad_recording: str,
     log_path: str | None,
+    pickle_loading: Mapping[str, Any] | None = None,
 ) -> list[ExportResult]:
     """Entry point of ``scripts/export_*.py``: set up logging and export one batch.
 
-    ``recordings`` holds ``(name, sample-sheet fs_Hz or None)`` per source, in order.
+    ``recordings`` holds ``(name, sample-sheet fs_Hz or None[, {sheet exporter options}])``
+    per source, in order; ``pickle_loading`` as for :func:`export_batch`.
     """
     setup_logging(log_path)
     tgt = Target.from_params(target)
@@ -293,14 +316,16 @@ def run_export_job(
         raise ValueError(
             f"{len(sources)} sources, {len(outputs)} outputs and {len(recordings)} recordings"
         )
-    items = [
-        ExportItem(name, str(src), str(out), fs)
-        for (name, fs), src, out in zip(recordings, sources, outputs, strict=True)
-    ]
+    items = []
+    for rec, src, out in zip(recordings, sources, outputs, strict=True):
+        name, fs, *rest = rec
+        options = tuple(sorted((rest[0] if rest else {}).items()))
+        items.append(ExportItem(name, str(src), str(out), fs, options))
     return export_batch(
         exporter,
         tgt,
         items,
         default_fs_Hz=default_fs_Hz,
         on_bad_recording=on_bad_recording,
+        pickle_loading=pickle_loading,
     )

@@ -195,8 +195,8 @@ class Target:
             raise MissingSamplingRateError(
                 f"recording {recording!r}: the {self.name} export needs a sampling rate, and "
                 "none is known: the sample sheet has no fs_Hz for it, its metadata has no "
-                "'fs_Hz', and the config's fs_Hz is null. Set fs_Hz in config.yaml or add an "
-                "fs_Hz column to the sample sheet."
+                "usable 'fs_Hz' (a number > 0), and the config's fs_Hz is null. Set fs_Hz in "
+                "config.yaml or add an fs_Hz column to the sample sheet."
             )
 
     # ------------------------------------------------------------ exporter and loader
@@ -262,9 +262,16 @@ def _pick(block: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: block[k] for k in keys if k in block}
 
 
+def _check_finite(key: str, value: Any, what: str) -> None:
+    """The schema's number bounds let NaN and infinity through (``.nan``, ``--config x=nan``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise WorkflowConfigError(f"config key {key}: {value!r} is not {what}")
+
+
 def targets_from_config(config: Mapping[str, Any]) -> list[Target]:
     """Every target the (schema-validated) config defines, whether selected or not."""
     targets: list[Target] = []
+    _check_finite("fs_Hz", config.get("fs_Hz"), "a sampling rate in Hz (e.g. 20000)")
     hdf5 = config.get("hdf5") or {}
     for entry, block in hdf5.items():
         style = block["style"]
@@ -273,6 +280,9 @@ def targets_from_config(config: Mapping[str, Any]) -> list[Target]:
                 f"config key hdf5.{entry}.raster_bin_size_ms: style 'raster' needs a bin width "
                 "in ms (e.g. 1.0)"
             )
+        _check_finite(
+            f"hdf5.{entry}.raster_bin_size_ms", block.get("raster_bin_size_ms"), "a width in ms"
+        )
         if block.get("raw_time_dataset") is not None and block.get("raw_dataset") is None:
             raise WorkflowConfigError(
                 f"config key hdf5.{entry}.raw_time_dataset: needs hdf5.{entry}.raw_dataset too"

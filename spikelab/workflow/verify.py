@@ -22,7 +22,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,8 +157,14 @@ def verify_recording(
     *,
     sheet_fs_Hz: float | None = None,
     default_fs_Hz: float | None = None,
+    pickle_loading: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Verify one output against its source; return the JSON-ready result dict."""
+    """Verify one output against its source; return the JSON-ready result dict.
+
+    ``pickle_loading`` holds the opt-ins of ``load_spikedata_from_pickle`` (``trusted``,
+    ``allow_globals``) used for the source and a pickle output; default: restricted loading.
+    """
+    pickle_loading = dict(pickle_loading or {})
     t0 = time.perf_counter()
     result: dict[str, Any] = {
         "recording": recording,
@@ -184,7 +190,7 @@ def verify_recording(
         return result
     result["output_bytes"] = output_size(output)
     try:
-        src = load_spikedata_from_pickle(source)
+        src = load_spikedata_from_pickle(source, **pickle_loading)
     except DATA_FAULTS as exc:
         result.update(status="unreadable", ok=False, message=f"source: {describe_error(exc)}")
         return result
@@ -194,7 +200,10 @@ def verify_recording(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            read = loader_for(target.format)(output, **target.loader_kwargs(fs))
+            kwargs = target.loader_kwargs(fs)
+            if target.format == "pickle":
+                kwargs.update(pickle_loading)
+            read = loader_for(target.format)(output, **kwargs)
         for w in caught:
             log.warning("%s: %s: %s", recording, w.category.__name__, w.message)
     except DATA_FAULTS as exc:
@@ -224,6 +233,7 @@ def verify_batch(
     *,
     batch: str,
     default_fs_Hz: float | None = None,
+    pickle_loading: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Verify every ``(recording, source, output, sheet_fs_Hz)`` and write ``out_json``."""
     results = []
@@ -235,6 +245,7 @@ def verify_batch(
             output,
             sheet_fs_Hz=sheet_fs,
             default_fs_Hz=default_fs_Hz,
+            pickle_loading=pickle_loading,
         )
         if r["ok"]:
             log.info(
@@ -266,17 +277,25 @@ def run_verify_job(
     target: dict[str, Any],
     sources: Sequence[str],
     outputs: Sequence[str],
-    recordings: Sequence[tuple[str, float | None]],
+    recordings: Sequence[tuple],
     default_fs_Hz: float | None,
     batch: str,
     out_json: str,
     log_path: str | None,
+    pickle_loading: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Entry point of ``scripts/verify.py``."""
+    """Entry point of ``scripts/verify.py``; ``recordings`` as for the export job."""
     setup_logging(log_path)
     tgt = Target.from_params(target)
     items = [
-        (name, str(src), str(out), fs)
-        for (name, fs), src, out in zip(recordings, sources, outputs, strict=True)
+        (rec[0], str(src), str(out), rec[1])
+        for rec, src, out in zip(recordings, sources, outputs, strict=True)
     ]
-    return verify_batch(tgt, items, out_json, batch=batch, default_fs_Hz=default_fs_Hz)
+    return verify_batch(
+        tgt,
+        items,
+        out_json,
+        batch=batch,
+        default_fs_Hz=default_fs_Hz,
+        pickle_loading=pickle_loading,
+    )

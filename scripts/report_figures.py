@@ -1,0 +1,14 @@
+"""Snakemake script: draw the overview figure of every recording of one batch."""
+
+from spikelab.report.jobs import run_figures_job
+
+run_figures_job(
+    recordings=snakemake.params.recordings,
+    sources=snakemake.input.pickles,
+    figures=snakemake.output.figures,
+    stats_json=snakemake.output.stats,
+    batch=snakemake.params.batch,
+    on_bad_recording=snakemake.params.on_bad_recording,
+    log_path=snakemake.log[0],
+    pickle_loading=snakemake.params.pickle_loading,
+)

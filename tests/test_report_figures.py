@@ -1,0 +1,242 @@
+"""Per-recording overview figures (spikelab.report.figures): binning, stats, modes, PNG files."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
+from spikelab.report.figures import (
+    FigureError,
+    binned_counts,
+    choose_bin_ms,
+    draw_failure_figure,
+    draw_recording_figure,
+    figure_title,
+    population_counts,
+    recording_stats,
+    session_start_text,
+)
+from spikelab.spikedata import SpikeData
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((REPO / "example" / "recordings").glob("*.pkl"))
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_shape(path: Path) -> tuple[int, ...]:
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    return imread(path).shape
+
+
+def random_recording(n_units: int, n_spikes: int, length_ms: float, *, start=0.0, seed=1):
+    rng = np.random.default_rng(seed)
+    owner = rng.integers(0, n_units, n_spikes)
+    times = rng.uniform(start, start + length_ms, n_spikes)
+    train = [np.sort(times[owner == i]) for i in range(n_units)]
+    return SpikeData(train, length=length_ms, start_time=start)
+
+
+# ----------------------------------------------------------------------------- binning
+@pytest.mark.parametrize(
+    ("duration_ms", "max_bins", "expected"),
+    [
+        (10_000.0, 500, 20.0),
+        (600_000.0, 500, 2000.0),
+        (600_000.0, 200, 5000.0),
+        (500.0, 200, 5.0),
+        (100.0, 500, 1.0),
+        (0.0, 500, 1.0),
+        (1_000.0, 100, 10.0),
+        (3_000.0, 1000, 5.0),
+    ],
+)
+def test_bin_width_is_round_and_gives_at_most_max_bins(duration_ms, max_bins, expected):
+    width = choose_bin_ms(duration_ms, max_bins)
+    assert width == expected
+    assert duration_ms / width <= max_bins
+
+
+def test_binned_counts_match_the_dense_raster_with_negative_start_and_empty_units():
+    sd = random_recording(7, 3000, 1234.5, start=-200.0)
+    sd.train[3] = np.zeros(0)
+    sd.train[5] = np.array([sd.start_time, sd.end_time])  # both edges
+    for bin_ms in (1.0, 7.0, 50.0, 2000.0):
+        counts = binned_counts(sd, bin_ms)
+        assert counts.shape == (7, sd.n_bins(bin_ms))
+        np.testing.assert_array_equal(counts, sd.raster(bin_ms))
+        np.testing.assert_array_equal(population_counts(sd, bin_ms), counts.sum(axis=0))
+    assert binned_counts(sd, 50.0)[5, -1] == 1  # a spike at the very end counts in the last bin
+
+
+def test_binned_counts_in_blocks_equal_one_block(monkeypatch):
+    from spikelab.report import figures
+
+    sd = random_recording(40, 20_000, 10_000.0, seed=3)
+    whole = binned_counts(sd, 20.0)
+    monkeypatch.setattr(figures, "_BLOCK_SPIKES", 1000)  # many blocks, some of a single unit
+    np.testing.assert_array_equal(binned_counts(sd, 20.0), whole)
+    np.testing.assert_array_equal(population_counts(sd, 20.0), whole.sum(axis=0))
+
+
+def test_binned_counts_of_recordings_without_units_or_spikes():
+    assert binned_counts(SpikeData([], length=0.0), 1.0).shape == (0, 1)
+    assert population_counts(SpikeData([], length=0.0), 1.0).tolist() == [0]
+    empty = SpikeData([[], []], length=100.0)
+    assert binned_counts(empty, 10.0).tolist() == [[0] * 10, [0] * 10]
+
+
+# ------------------------------------------------------------------------------ stats
+def test_stats_count_units_spikes_empty_units_and_mean_rate():
+    sd = SpikeData([[1.0, 2.0, 3.0], [], [4.0], []], length=2000.0, start_time=-5.0)
+    st = recording_stats(sd)
+    assert (st.n_units, st.n_spikes, st.n_empty_units) == (4, 4, 2)
+    assert (st.start_time_ms, st.duration_ms) == (-5.0, 2000.0)
+    assert st.mean_rate_Hz == pytest.approx(4 / 4 / 2.0)
+
+
+def test_stats_mean_rate_is_none_without_units_or_duration():
+    assert recording_stats(SpikeData([], length=100.0)).mean_rate_Hz is None
+    assert recording_stats(SpikeData([[0.0]], length=0.0)).mean_rate_Hz is None
+
+
+def test_title_names_recording_units_empty_units_spikes_duration_and_start():
+    sd = SpikeData([[1.0] * 3, [], [5.0]], length=600_000.0, start_time=-200.0)
+    title = figure_title("rat7_day2", recording_stats(sd))
+    assert title.splitlines()[0] == "rat7_day2"
+    assert "3 units (1 empty)" in title
+    assert "4 spikes" in title
+    assert "duration 10 min" in title
+    assert "start -200 ms" in title
+    one = figure_title("x", recording_stats(SpikeData([[1.0]], length=1500.0)))
+    assert "1 unit," in one and "duration 1.5 s" in one
+
+
+def test_title_gives_the_session_start_when_known():
+    st = recording_stats(SpikeData([[1.0]], length=10.0))
+    title = figure_title("r", st, "2024-06-01T10:00:00+00:00")
+    assert title.endswith("start 0 ms (session 2024-06-01 10:00:00+00:00)")
+    when = datetime.datetime(2024, 6, 1, 10, tzinfo=datetime.UTC)
+    assert figure_title("r", st, when).endswith("(session 2024-06-01 10:00:00+00:00)")
+    assert session_start_text(None) is None and session_start_text("  ") is None
+    assert "session" not in figure_title("r", st)
+
+
+# ---------------------------------------------------------------------------- figures
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_recordings_are_drawn_as_ticks(tmp_path, path):
+    sd = load_spikedata_from_pickle(path)
+    out = tmp_path / "fig" / f"{path.stem}.png"  # parent folders are created
+    res = draw_recording_figure(sd, path.stem, out)
+    assert res.mode == "ticks"
+    assert res.path == str(out) and res.bytes == out.stat().st_size
+    assert png_shape(out)[:2] == (600, 1000)
+    assert res.stats == recording_stats(sd)
+    assert res.seconds > 0
+    assert not [p for p in out.parent.iterdir() if p.name != out.name]  # no temporaries left
+
+
+def test_many_spikes_or_many_units_are_drawn_as_a_rate_image(tmp_path):
+    dense = random_recording(50, 60_000, 60_000.0)
+    res = draw_recording_figure(dense, "dense", tmp_path / "dense.png")
+    assert res.mode == "image"
+    many_units = random_recording(201, 1000, 1000.0)
+    assert draw_recording_figure(many_units, "units", tmp_path / "u.png").mode == "image"
+    # The thresholds are keyword options.
+    few = random_recording(5, 100, 1000.0)
+    assert draw_recording_figure(few, "few", tmp_path / "few.png", max_tick_spikes=99).mode == (
+        "image"
+    )
+    assert draw_recording_figure(few, "few", tmp_path / "few.png", max_tick_units=4).mode == (
+        "image"
+    )
+    assert draw_recording_figure(few, "few", tmp_path / "few.png").mode == "ticks"
+
+
+def test_large_recording_gives_a_small_png(tmp_path):
+    sd = random_recording(1000, 1_000_000, 600_000.0, seed=7)
+    res = draw_recording_figure(sd, "large", tmp_path / "large.png")
+    assert res.mode == "image"
+    assert res.bytes < 1_000_000
+    assert png_shape(tmp_path / "large.png")[:2] == (600, 1000)
+
+
+@pytest.mark.parametrize(
+    "sd",
+    [
+        SpikeData([], length=0.0),
+        SpikeData([[], [], []], length=1000.0, start_time=-50.0),
+        SpikeData([[0.0, 0.0]], length=0.0),
+    ],
+    ids=["no_units", "no_spikes", "zero_length"],
+)
+def test_recordings_without_spikes_units_or_duration_still_give_a_figure(tmp_path, sd):
+    res = draw_recording_figure(sd, "odd", tmp_path / "odd.png")
+    assert res.mode == ("ticks" if sd.n_spikes else "empty")
+    assert png_shape(tmp_path / "odd.png")[:2] == (600, 1000)
+
+
+def test_size_and_resolution_are_options(tmp_path):
+    sd = SpikeData([[1.0, 2.0]], length=10.0)
+    draw_recording_figure(sd, "s", tmp_path / "s.png", width_in=4, height_in=3, dpi=50)
+    assert png_shape(tmp_path / "s.png")[:2] == (150, 200)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"name": ""}, "name must be a non-empty string"),
+        ({"name": None}, "name must be a non-empty string"),
+        ({"png_path": "fig.svg"}, "ending in .png"),
+        ({"max_tick_spikes": 0}, "max_tick_spikes must be a number > 0"),
+        ({"max_bins": True}, "max_bins must be a number > 0"),
+        ({"dpi": -1}, "dpi must be a number > 0"),
+        ({"sd": [[1.0]]}, "sd must be a SpikeData"),
+    ],
+)
+def test_bad_arguments_raise_before_any_file_is_written(tmp_path, kwargs, match):
+    args = {"sd": SpikeData([[1.0]], length=10.0), "name": "r", "png_path": "fig.png"}
+    args.update(kwargs)
+    args["png_path"] = tmp_path / "out" / args["png_path"]
+    with pytest.raises(FigureError, match=match):
+        draw_recording_figure(args.pop("sd"), args.pop("name"), args.pop("png_path"), **args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_draw_keeps_the_previous_figure(tmp_path, monkeypatch):
+    from spikelab.report import figures
+
+    out = tmp_path / "r.png"
+    draw_recording_figure(SpikeData([[1.0]], length=10.0), "r", out)
+    before = out.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(figures, "population_counts", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        draw_recording_figure(SpikeData([[2.0]], length=10.0), "r", out)
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r.png"]
+
+
+def test_failure_figure_is_a_png_naming_the_recording(tmp_path):
+    size = draw_failure_figure("bad", tmp_path / "bad.png", "LoadError: bad.pkl: truncated " * 20)
+    assert size == (tmp_path / "bad.png").stat().st_size
+    assert png_shape(tmp_path / "bad.png")[:2] == (600, 1000)
+
+
+def test_importing_the_module_does_not_import_matplotlib():
+    code = (
+        "import sys, spikelab.report.figures, spikelab.report.jobs; "
+        "print('matplotlib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
