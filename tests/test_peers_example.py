@@ -1,19 +1,15 @@
 """Every peer reader opens every NWB file and Phy folder the workflow writes for the example."""
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_workflow
+from conftest import copy_workflow, run_snakemake
 
 from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
 from spikelab.workflow.inputs import recordings_from_sample_sheet
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +19,7 @@ def example(tmp_path_factory):
     recs = recordings_from_sample_sheet(wd / "example" / "recordings.tsv")
     targets = [f"results/nwb/{r.name}.nwb" for r in recs]
     targets += [f"results/kilosort/{r.name}" for r in recs]
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    subprocess.run(
-        [str(BIN / "snakemake"), *targets], cwd=wd, env=env, check=True, capture_output=True
-    )
+    run_snakemake(wd, *targets, check=True)
     return wd, recs
 
 

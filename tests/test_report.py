@@ -9,14 +9,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import zipfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import REPO, copy_workflow
+from conftest import REPO, copy_workflow, run_snakemake
 
 from spikelab.report.jobs import (
     STAT_COLUMNS,
@@ -28,7 +27,6 @@ from spikelab.report.jobs import (
 )
 from spikelab.workflow.summary import write_summary
 
-BIN = Path(sys.executable).parent
 DATA = Path(__file__).parent / "data"
 RECORDINGS = ("empty_units", "neg_start", "small")
 TARGETS = ("hdf5/ragged", "hdf5/raster", "kilosort", "nwb", "pickle")
@@ -47,18 +45,7 @@ CHROMIUM_ARGS = [
 
 
 def smk(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run(
-        [str(BIN / "snakemake"), *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_snakemake(workdir, *args, check=True)
 
 
 def read_tsv(path: Path) -> list[dict[str, str]]:

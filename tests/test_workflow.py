@@ -6,21 +6,19 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_workflow
+from conftest import BIN, REPO, copy_workflow, run_snakemake
 
 from spikelab.data_loaders.pickle_io import export_to_pickle, load_spikedata_from_pickle
 from spikelab.workflow.batches import plan_batches
 from spikelab.workflow.inputs import Recording
 from spikelab.workflow.summary import read_summary
 
-BIN = Path(sys.executable).parent
 RECORDINGS = ("empty_units", "neg_start", "small")
 TARGETS = ("hdf5/ragged", "hdf5/raster", "kilosort", "nwb", "pickle")
 RULE_TARGETS = ("hdf5_ragged", "hdf5_raster", "kilosort", "nwb", "pickle")
@@ -29,18 +27,7 @@ pytestmark = pytest.mark.slow
 
 
 def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run(
-        [str(BIN / "snakemake"), *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_snakemake(workdir, *args, check=check)
 
 
 def planned_jobs(workdir: Path, *args: str) -> Counter:

@@ -20,7 +20,6 @@ import resource
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 import pytest
 import yaml
 from broken_corpus import BY_NAME, CASES, FS, good, sentinels, write_corpus
-from conftest import copy_workflow
+from conftest import BIN, copy_workflow, run_snakemake
 
 from spikelab.data_loaders.pickle_io import export_to_pickle
 from spikelab.spikedata import SpikeData
@@ -36,7 +35,6 @@ from spikelab.workflow.summary import read_summary
 from spikelab.workflow.targets import selected_targets, targets_from_config
 from spikelab.workflow.verify import verify_recording
 
-BIN = Path(sys.executable).parent
 TARGETS = ("hdf5/ragged", "hdf5/raster", "kilosort", "nwb", "pickle")
 CHECK = "results/verified.ok"  # the check rule's output: exports, verification, summary, check
 FAKE_SECRETS = {
@@ -51,17 +49,7 @@ pytestmark = pytest.mark.slow
 
 
 def smk(wd: Path, *args: str, env: dict | None = None, **popen) -> subprocess.CompletedProcess:
-    environ = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    environ.update(env or {})
-    return subprocess.run(
-        [str(BIN / "snakemake"), *args],
-        cwd=wd,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **popen,
-    )
+    return run_snakemake(wd, *args, extra_env=env, **popen)
 
 
 def configure(wd: Path, **top_level) -> None:

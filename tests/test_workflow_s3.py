@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_workflow
+from conftest import BIN, REPO, copy_workflow, run_snakemake
 from s3_server import running_s3_server
 
 from spikelab.workflow.summary import read_summary
 
 pytest.importorskip("snakemake_storage_plugin_s3", reason="needs snakemake-storage-plugin-s3")
 
-BIN = Path(sys.executable).parent
 RECORDINGS = ("empty_units", "neg_start", "small")
 TARGETS = ("hdf5/ragged", "hdf5/raster", "kilosort", "nwb", "pickle")
 EXTENSIONS = {"hdf5/ragged": ".h5", "hdf5/raster": ".h5", "nwb": ".nwb", "pickle": ".pkl"}
@@ -50,14 +48,7 @@ def plugin_env(s3, *, secret: str | None = None) -> dict[str, str]:
 
 
 def smk(workdir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "snakemake"), *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_snakemake(workdir, *args, env=env)
 
 
 def set_inputs(workdir: Path, **inputs) -> None:
