@@ -65,6 +65,20 @@ def make_recording(path: Path, n_units: int, seconds: float, seed: int = 2026112
         pickle.dump(sd, fh, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def large_recording(workdir: Path, n_units: int, seconds: float) -> Path:
+    """The benchmark recording's pickle in ``workdir``, generated on first use."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    pkl = workdir / f"large_{n_units}u_{int(seconds)}s.pkl"
+    if not pkl.exists():
+        t0 = time.perf_counter()
+        make_recording(pkl, n_units, seconds)
+        print(
+            f"generated {pkl.name} ({pkl.stat().st_size / 1e6:.0f} MB) in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
+    return pkl
+
+
 def _floor_arrays(sd, case: str) -> list[np.ndarray]:
     """The arrays the format holds, as the exporter would write them."""
     counts = np.array([t.size for t in sd.train])
@@ -161,15 +175,7 @@ def main() -> None:
     ap.add_argument("--cases", nargs="*", default=list(CASES))
     ap.add_argument("--workdir", type=Path, default=HERE / "out")
     args = ap.parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    pkl = args.workdir / f"large_{args.units}u_{int(args.seconds)}s.pkl"
-    if not pkl.exists():
-        t0 = time.perf_counter()
-        make_recording(pkl, args.units, args.seconds)
-        print(
-            f"generated {pkl.name} ({pkl.stat().st_size / 1e6:.0f} MB) in "
-            f"{time.perf_counter() - t0:.1f} s"
-        )
+    pkl = large_recording(args.workdir, args.units, args.seconds)
     print(
         f"recording: {pkl} ({pkl.stat().st_size / 1e6:.0f} MB); median of {args.runs} runs; "
         f"{os.cpu_count()} cores"

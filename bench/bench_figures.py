@@ -27,7 +27,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_exporters import make_recording  # noqa: E402
+from bench_exporters import large_recording  # noqa: E402
 
 TARGET_SECONDS = 5.0
 TARGET_BYTES = 1_000_000
@@ -69,15 +69,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=600.0)
     ap.add_argument("--workdir", type=Path, default=HERE / "out")
     args = ap.parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    pkl = args.workdir / f"large_{args.units}u_{int(args.seconds)}s.pkl"
-    if not pkl.exists():
-        t0 = time.perf_counter()
-        make_recording(pkl, args.units, args.seconds)
-        print(
-            f"generated {pkl.name} ({pkl.stat().st_size / 1e6:.0f} MB) in "
-            f"{time.perf_counter() - t0:.1f} s"
-        )
+    pkl = large_recording(args.workdir, args.units, args.seconds)
     from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
 
     t0 = time.perf_counter()
