@@ -9,8 +9,9 @@ Usage::
    same run, a plain Python loop in one process that calls the same exporters on the same
    inputs and reads every output back (what the workflow's verify jobs do). Prints the
    overhead per output file = (workflow time - loop time) / number of output files.
-2. With ``--dag-recordings`` empty files (a dry run never opens them), times ``snakemake -n``
-   and, after marking everything up to date (``--touch``), a no-op rerun.
+   Then times a no-op rerun of that workflow (everything up to date).
+2. With ``--dag-recordings`` empty files (a dry run never opens them), times ``snakemake -n``.
+   (A no-op rerun at that scale needs a completed run of 10 000 real recordings; not automated.)
 """
 
 from __future__ import annotations
@@ -125,11 +126,13 @@ def main() -> None:
     pickles = make_small_recordings(wd / "recordings", args.recordings)
     set_inputs(wd, "recordings")
     t_wf = snakemake(wd)
+    t_noop_small = snakemake(wd)
     t_loop, files = plain_loop(pickles, args.workdir / "loop")
     print(f"{args.recordings} recordings x 5 outputs = {files} files (+ verification)")
     print(f"  workflow   {t_wf:8.1f} s")
     print(f"  plain loop {t_loop:8.1f} s  (one process, one core)")
     print(f"  overhead per output file: {(t_wf - t_loop) / files * 1000:.1f} ms")
+    print(f"  no-op rerun: {t_noop_small:.1f} s")
 
     dag = copy_workflow(args.workdir / "dag")
     folder = dag / "empty"
@@ -138,12 +141,7 @@ def main() -> None:
         (folder / f"rec{i:05d}.pkl").touch()
     set_inputs(dag, "empty")
     t_dry = snakemake(dag, "-n")
-    snakemake(dag, "--touch")  # twice: the final check's output appears only in the second
-    snakemake(dag, "--touch")
-    t_noop = snakemake(dag)
-    print(
-        f"{args.dag_recordings} recordings: snakemake -n {t_dry:.1f} s, no-op rerun {t_noop:.1f} s"
-    )
+    print(f"{args.dag_recordings} recordings: snakemake -n {t_dry:.1f} s")
 
 
 if __name__ == "__main__":
