@@ -30,7 +30,5 @@ for target in TARGETS:
                 recordings=recordings_param(target, batch),
                 fs_Hz=fs_param(target),
                 pickle_loading=pickle_loading_param(),
-                format=target.format,
             script:
-                # formatted per job: a loop variable here would be read when the job runs
-                "../scripts/export_{params.format}.py"
+                "../scripts/export.py"

@@ -131,20 +131,14 @@ def test_a_bug_is_not_swallowed_and_names_the_recording(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["hdf5", "kilosort", "pickle"])
 def test_export_jobs_import_no_heavy_library_they_do_not_need(tmp_path, fmt):
-    fn = {
-        "hdf5": "export_spikedata_to_hdf5",
-        "kilosort": "export_spikedata_to_kilosort",
-        "pickle": "export_to_pickle",
-    }[fmt]
     opts = {"hdf5": {"style": "ragged"}, "kilosort": {}, "pickle": {}}[fmt]
     out = tmp_path / "out"
     code = f"""
 import sys
-from spikelab.data_loaders.data_exporters import {fn}
 from spikelab.workflow.runner import run_export_job
 from spikelab.workflow.verify import run_verify_job
 t = {{"name": "{fmt}", "format": "{fmt}", "options": {opts!r}}}
-run_export_job({fn}, target=t, sources=[{str(DATA / "small.pkl")!r}], outputs=[{str(out)!r}],
+run_export_job(target=t, sources=[{str(DATA / "small.pkl")!r}], outputs=[{str(out)!r}],
                recordings=[("small", None)], default_fs_Hz=20000.0,
                on_bad_recording="continue", log_path=None)
 doc = run_verify_job(target=t, sources=[{str(DATA / "small.pkl")!r}], outputs=[{str(out)!r}],

@@ -56,6 +56,8 @@ __all__ = [
     "write_failure_stub",
     "read_failure_stub",
     "export_batch",
+    "EXPORTERS",
+    "exporter_for",
     "run_export_job",
 ]
 
@@ -293,8 +295,24 @@ def export_batch(
     return results
 
 
+#: The exporter in ``spikelab.data_loaders.data_exporters`` of each target format.
+EXPORTERS = {
+    "hdf5": "export_spikedata_to_hdf5",
+    "nwb": "export_spikedata_to_nwb",
+    "kilosort": "export_spikedata_to_kilosort",
+    "pickle": "export_to_pickle",
+}
+
+
+def exporter_for(fmt: str) -> Callable[..., Any]:
+    """The exporter function of format ``fmt`` (its heavy imports stay inside the function)."""
+    from spikelab.data_loaders import data_exporters
+
+    return getattr(data_exporters, EXPORTERS[fmt])
+
+
 def run_export_job(
-    exporter: Callable[..., Any],
+    exporter: Callable[..., Any] | None = None,
     *,
     target: dict[str, Any],
     sources: Sequence[str],
@@ -305,13 +323,16 @@ def run_export_job(
     log_path: str | None,
     pickle_loading: Mapping[str, Any] | None = None,
 ) -> list[ExportResult]:
-    """Entry point of ``scripts/export_*.py``: set up logging and export one batch.
+    """Entry point of ``scripts/export.py``: set up logging and export one batch.
+
+    ``exporter`` defaults to the exporter of the target's format (:func:`exporter_for`).
 
     ``recordings`` holds ``(name, sample-sheet fs_Hz or None[, {sheet exporter options}])``
     per source, in order; ``pickle_loading`` as for :func:`export_batch`.
     """
     setup_logging(log_path)
     tgt = Target.from_params(target)
+    exporter = exporter or exporter_for(tgt.format)
     if not (len(sources) == len(outputs) == len(recordings)):
         raise ValueError(
             f"{len(sources)} sources, {len(outputs)} outputs and {len(recordings)} recordings"

@@ -1,10 +1,8 @@
-"""Snakemake script: convert one batch of recordings with export_spikedata_to_kilosort."""
+"""Snakemake script: convert one batch of recordings with the exporter of the rule's format."""
 
-from spikelab.data_loaders.data_exporters import export_spikedata_to_kilosort
 from spikelab.workflow.runner import run_export_job
 
 run_export_job(
-    export_spikedata_to_kilosort,
     target=snakemake.params.target,
     sources=snakemake.input.pickles,
     outputs=snakemake.output.files,
