@@ -10,7 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["S3Error", "is_s3_url", "parse_s3_url", "upload_to_s3", "download_from_s3"]
+__all__ = [
+    "S3Error",
+    "is_s3_url",
+    "parse_s3_url",
+    "make_client",
+    "upload_to_s3",
+    "download_from_s3",
+]
 
 
 class S3Error(RuntimeError):
@@ -32,7 +39,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _client(
+def make_client(
     *,
     aws_access_key_id=None,
     aws_secret_access_key=None,
@@ -40,6 +47,8 @@ def _client(
     region_name=None,
     endpoint_url=None,
 ):
+    """A boto3 S3 client with standard retries; None arguments fall back to boto3's chain
+    (``endpoint_url`` to ``AWS_ENDPOINT_URL``)."""
     import boto3
     from botocore.config import Config
 
@@ -74,7 +83,7 @@ def upload_to_s3(local_path: str | os.PathLike, url: str, **client_kwargs) -> st
     from boto3.s3.transfer import TransferConfig
 
     bucket, key = parse_s3_url(url)
-    client = _client(**client_kwargs)
+    client = make_client(**client_kwargs)
     try:
         client.upload_file(
             os.fspath(local_path),
@@ -92,7 +101,7 @@ def download_from_s3(url: str, local_path: str | os.PathLike, **client_kwargs) -
     from spikelab.data_loaders._common import atomic_file
 
     bucket, key = parse_s3_url(url)
-    client = _client(**client_kwargs)
+    client = make_client(**client_kwargs)
     try:
         with atomic_file(local_path) as tmp:
             client.download_file(bucket, key, os.fspath(tmp))

@@ -20,6 +20,7 @@ import os
 import posixpath
 from collections.abc import Iterable
 
+from spikelab.data_loaders.s3_utils import is_s3_url, make_client
 from spikelab.workflow import WorkflowConfigError
 
 __all__ = [
@@ -38,11 +39,6 @@ ENV_PREFIX = "SNAKEMAKE_STORAGE_S3_"
 
 class S3InputError(WorkflowConfigError):
     """An ``s3://`` input or output location cannot be used (no bucket, no access, ...)."""
-
-
-def is_s3_url(path: object) -> bool:
-    """True when ``path`` is a string of the form ``s3://...``."""
-    return isinstance(path, str) and path.startswith("s3://")
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
@@ -65,17 +61,14 @@ def endpoint_url() -> str | None:
 
 
 def _client():
-    import boto3
-    from botocore.config import Config
-
-    session = boto3.session.Session(
+    """A boto3 S3 client from the plugin's environment variables (else boto3's chain)."""
+    return make_client(
         aws_access_key_id=_env("ACCESS_KEY"),
         aws_secret_access_key=_env("SECRET_KEY"),
         aws_session_token=_env("TOKEN"),
         region_name=_env("REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        endpoint_url=endpoint_url(),
     )
-    config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10)
-    return session.client("s3", endpoint_url=endpoint_url(), config=config)
 
 
 def _fail(url: str, exc: BaseException, what: str) -> S3InputError:
