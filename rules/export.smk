@@ -23,8 +23,8 @@ for target in TARGETS:
                 CONDA_ENV
             threads: 1
             resources:
-                mem_mb=mem_mb_for(target.format),
-                runtime=runtime_for(target.format),
+                mem_mb=mem_mb_for(target.format, batch),
+                runtime=runtime_for(target.format, batch),
             params:
                 target=target.as_params(),
                 recordings=recordings_param(target, batch),

@@ -11,7 +11,7 @@ for target in TARGETS:
                 f"verify_{target.rule_name}__{batch.key}"
             input:
                 outputs=exported_files(target, batch),
-                pickles=pickle_inputs(batch),
+                pickles=verify_pickle_inputs(batch),
             output:
                 json=target.verify_output(batch.key),
             log:
@@ -22,14 +22,15 @@ for target in TARGETS:
                 CONDA_ENV
             threads: 1
             resources:
-                mem_mb=mem_mb_for(target.format),
-                runtime=runtime_for(target.format),
+                mem_mb=mem_mb_for(target.format, batch),
+                runtime=runtime_for(target.format, batch),
             params:
                 target=target.as_params(),
                 recordings=recordings_param(target, batch),
                 fs_Hz=fs_param(target),
                 pickle_loading=pickle_loading_param(),
                 batch=batch.key,
+                sources=batch.paths,
             script:
                 "../scripts/verify.py"
 

@@ -252,3 +252,22 @@ def test_resources_scale_with_input_size_and_attempt():
     assert export_runtime_min("nwb", [10.0] * 50, attempt=2) == 78
     with pytest.raises(ValueError, match="batch_size"):
         plan_batches([], 0)
+
+
+def test_discovery_records_input_sizes_for_the_resource_estimates(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.pkl").write_bytes(b"x" * 3 * 2**20)
+    (tmp_path / "d" / "b.pkl").write_bytes(b"x" * 2**19)
+    sheet = tmp_path / "sheet.tsv"
+    sheet.write_text("recording\tpath\na\td/a.pkl\nb\td/b.pkl\n")
+    for inputs in (
+        {"directory": str(tmp_path / "d")},
+        {"glob": str(tmp_path / "d" / "*.pkl")},
+        {"sample_sheet": str(sheet)},
+    ):
+        recs = discover_recordings(inputs)
+        assert [r.size_bytes for r in recs] == [3 * 2**20, 2**19], inputs
+        (batch,) = plan_batches(recs, 100)
+        assert batch.sizes_mb == [3.0, 0.5]
+    # A size discovery did not see leaves the estimate to Snakemake (input.size_files_mb).
+    assert plan_batches([Recording("a", "s3://b/a.pkl")], 1)[0].sizes_mb is None

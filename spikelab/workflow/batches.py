@@ -54,6 +54,12 @@ class Batch:
     def paths(self) -> list[str]:
         return [r.path for r in self.recordings]
 
+    @property
+    def sizes_mb(self) -> list[float] | None:
+        """Input sizes (MiB) seen at discovery, or None when one is unknown."""
+        sizes = [r.size_bytes for r in self.recordings]
+        return None if None in sizes else [n / 2**20 for n in sizes]
+
 
 def _name_hash(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "big")

@@ -24,7 +24,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from spikelab.workflow import WorkflowConfigError
@@ -81,12 +81,15 @@ class Recording:
         Sampling rate (Hz) from the sample sheet, if it gives one.
     nwb : tuple of (key, value)
         NWB fields from the sample sheet's optional columns (subject_id, species, ...).
+    size_bytes : int or None
+        Size of the pickle (bytes) when discovery saw it, for the jobs' memory estimates.
     """
 
     name: str
     path: str
     fs_Hz: float | None = None
     nwb: tuple[tuple[str, str], ...] = ()
+    size_bytes: int | None = field(default=None, compare=False)
 
 
 def name_problem(name: Any) -> str | None:
@@ -160,7 +163,7 @@ def recordings_from_directory(directory: str | os.PathLike) -> list[Recording]:
     if directory.startswith("s3://"):
         from spikelab.workflow import s3
 
-        return [Recording(name, url) for name, url in s3.list_pickles(directory)]
+        return [Recording(name, url, size_bytes=n) for name, url, n in s3.list_pickles(directory)]
     if not os.path.isdir(directory):
         raise InputError(
             f"inputs.directory: {directory!r} is not a directory "
@@ -172,7 +175,8 @@ def recordings_from_directory(directory: str | os.PathLike) -> list[Recording]:
             if entry.name.startswith(".") or not entry.name.endswith(".pkl"):
                 continue
             if entry.is_file():  # follows symlinks
-                out.append(Recording(entry.name[:-4], os.path.join(directory, entry.name)))
+                path = os.path.join(directory, entry.name)
+                out.append(Recording(entry.name[:-4], path, size_bytes=entry.stat().st_size))
     return out
 
 
@@ -185,7 +189,7 @@ def recordings_from_glob(pattern: str) -> list[Recording]:
             "sample sheet"
         )
     paths = [p for p in _glob.glob(pattern, recursive=True) if os.path.isfile(p)]
-    return [Recording(_stem(p), p) for p in paths]
+    return [Recording(_stem(p), p, size_bytes=os.path.getsize(p)) for p in paths]
 
 
 def _parse_fs(text: str, where: str) -> float | None:
@@ -261,15 +265,17 @@ def recordings_from_sample_sheet(sheet: str | os.PathLike) -> list[Recording]:
         nwb = tuple(
             (c, row[col[c]].strip()) for c in NWB_SHEET_COLUMNS if c in col and row[col[c]].strip()
         )
-        out.append(Recording(name, full, fs, nwb))
+        size = None if remote else os.path.getsize(full)
+        out.append(Recording(name, full, fs, nwb, size))
     remote = [r.path for r in out if r.path.startswith("s3://")]
     if remote:  # checked together: one listing per S3 folder, not one request per object
         from spikelab.workflow import s3
 
-        missing = set(s3.missing_objects(remote, what=f"inputs.sample_sheet {sheet}:"))
+        sizes = s3.object_sizes(remote, what=f"inputs.sample_sheet {sheet}:")
         problems += [
-            f"recording {r.name!r}: no such object {r.path}" for r in out if r.path in missing
+            f"recording {r.name!r}: no such object {r.path}" for r in out if r.path not in sizes
         ]
+        out = [replace(r, size_bytes=sizes.get(r.path, r.size_bytes)) for r in out]
     if problems:
         raise InputError(f"{sheet}: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
     return out

@@ -29,7 +29,7 @@ __all__ = [
     "is_s3_url",
     "split_s3_url",
     "list_pickles",
-    "missing_objects",
+    "object_sizes",
     "check_bucket",
 ]
 
@@ -98,18 +98,20 @@ def _fail(url: str, exc: BaseException, what: str) -> S3InputError:
     return S3InputError(f"{what} {url}: {reason}")
 
 
-def _list_keys(client, bucket: str, prefix: str, *, delimiter: str | None) -> list[str]:
+def _list_keys(client, bucket: str, prefix: str, *, delimiter: str | None) -> dict[str, int]:
+    """``{key: size in bytes}`` of the objects under ``prefix``."""
     kwargs = {"Bucket": bucket, "Prefix": prefix}
     if delimiter:
         kwargs["Delimiter"] = delimiter
-    keys: list[str] = []
+    keys: dict[str, int] = {}
     for page in client.get_paginator("list_objects_v2").paginate(**kwargs):
-        keys.extend(obj["Key"] for obj in page.get("Contents", ()))
+        keys.update((obj["Key"], int(obj.get("Size", 0))) for obj in page.get("Contents", ()))
     return keys
 
 
-def list_pickles(prefix_url: str) -> list[tuple[str, str]]:
-    """``(recording name, s3 URL)`` of every ``*.pkl`` object directly under ``prefix_url``.
+def list_pickles(prefix_url: str) -> list[tuple[str, str, int]]:
+    """``(recording name, s3 URL, size in bytes)`` of every ``*.pkl`` object directly under
+    ``prefix_url``.
 
     The prefix is a folder-like location (``s3://bucket/path/``; a missing trailing ``/`` is
     added): objects in deeper "folders" and hidden names (starting with ``.``) are skipped, as
@@ -123,23 +125,23 @@ def list_pickles(prefix_url: str) -> list[tuple[str, str]]:
     except Exception as exc:
         raise _fail(prefix_url, exc, "inputs.directory") from None
     out = []
-    for k in keys:
+    for k, size in keys.items():
         base = k[len(prefix) :]
         if base.endswith(".pkl") and not base.startswith(".") and "/" not in base:
-            out.append((base[:-4], f"s3://{bucket}/{k}"))
+            out.append((base[:-4], f"s3://{bucket}/{k}", size))
     return out
 
 
-def missing_objects(urls: Iterable[str], *, what: str = "inputs.sample_sheet") -> list[str]:
-    """The URLs among ``urls`` (``s3://bucket/key``) that name no object.
+def object_sizes(urls: Iterable[str], *, what: str = "inputs.sample_sheet") -> dict[str, int]:
+    """``{url: size in bytes}`` of the URLs among ``urls`` (``s3://bucket/key``) that name an
+    object; the others are missing.
 
     Lists each distinct folder once instead of asking for every object. Raises
     :class:`S3InputError` when a bucket is missing or inaccessible.
     """
-    urls = list(urls)
     client = None
-    found: dict[tuple[str, str], set[str]] = {}
-    missing = []
+    found: dict[tuple[str, str], dict[str, int]] = {}
+    sizes = {}
     for url in urls:
         bucket, key = split_s3_url(url)
         folder = posixpath.dirname(key)
@@ -147,12 +149,12 @@ def missing_objects(urls: Iterable[str], *, what: str = "inputs.sample_sheet") -
         if (bucket, folder) not in found:
             client = client or _client()
             try:
-                found[bucket, folder] = set(_list_keys(client, bucket, folder, delimiter="/"))
+                found[bucket, folder] = _list_keys(client, bucket, folder, delimiter="/")
             except Exception as exc:
                 raise _fail(url, exc, what) from None
-        if key not in found[bucket, folder]:
-            missing.append(url)
-    return missing
+        if key in found[bucket, folder]:
+            sizes[url] = found[bucket, folder][key]
+    return sizes
 
 
 def check_bucket(url: str, *, what: str) -> None:
