@@ -8,8 +8,16 @@ Generates (once, with a fixed seed) a large recording like users' pickles: 1000 
 about 10 million spikes with lognormal rates. Then, for each exporter and style, runs the export
 in a fresh process and, in another fresh process, the *floor*: ``np.save`` of exactly the arrays
 that format holds (computed before the clock starts). Both processes load the pickle first; the
-clock covers only the export (or the save). Peak RSS is the child's ``ru_maxrss``. Prints a
-table of medians over ``--runs`` runs, with the ratio export / floor.
+clock covers only the export (or the save). Peak RSS is the child's ``ru_maxrss``.
+
+The export clock includes importing what the exporter needs (spikelab's exporter modules, h5py,
+pynwb: a fixed cost of every fresh process, ~0.5 s for pynwb); the ``imports s`` column shows
+it alone. Children run with Python's default bytecode cache (PYTHONDONTWRITEBYTECODE is dropped
+from their environment, as on users' machines; with it, every run compiles spikelab again). Export
+and floor runs alternate and each ratio is taken within one export/floor pair, so slow phases
+of a shared machine hit both: ``ratio`` is the median of the per-pair ratios, ``range`` their
+minimum and maximum (how noisy the machine was), ``w/o imp`` the same median without imports.
+Times and RSS are medians over ``--runs`` runs.
 """
 
 from __future__ import annotations
@@ -104,6 +112,16 @@ def _floor_arrays(sd, case: str) -> list[np.ndarray]:
     raise KeyError(case)
 
 
+def _import_dependencies(case: str) -> None:
+    """Import what ``_export(case)`` needs: the exporters, h5py, and pynwb for NWB."""
+    from spikelab.data_loaders import data_exporters  # noqa: F401
+
+    if case.split()[0] in ("ragged", "group", "paired", "raster", "nwb"):
+        import h5py  # noqa: F401
+    if case == "nwb":
+        import pynwb  # noqa: F401
+
+
 def _export(sd, case: str, out: Path) -> None:
     from spikelab.data_loaders import data_exporters as ex
 
@@ -132,6 +150,7 @@ def child(mode: str, case: str, pickle_path: str, out: str) -> None:
     sd = load_spikedata_from_pickle(pickle_path)
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     outdir = Path(out)
+    imports = 0.0
     if mode == "floor":
         arrays = _floor_arrays(sd, case)
         t0 = time.perf_counter()
@@ -140,15 +159,19 @@ def child(mode: str, case: str, pickle_path: str, out: str) -> None:
         seconds = time.perf_counter() - t0
     else:
         t0 = time.perf_counter()
+        _import_dependencies(case)
+        imports = time.perf_counter() - t0
         _export(sd, case, outdir)
         seconds = time.perf_counter() - t0
     size = sum(p.stat().st_size for p in outdir.rglob("*") if p.is_file())
-    print(json.dumps({"seconds": seconds, "rss_loaded_mb": rss_loaded, "bytes": size}))
+    result = {"seconds": seconds, "imports": imports, "rss_loaded_mb": rss_loaded, "bytes": size}
+    print(json.dumps(result))
 
 
 def _run_with_rusage(argv: list[str]) -> tuple[str, float]:
     """Run ``argv``; return its stdout and the peak RSS (MB) of that child alone."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
     stdout = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -167,6 +190,23 @@ def measure(mode: str, case: str, pickle_path: Path) -> dict:
     return result
 
 
+def _row(case: str, exp: list[dict], flo: list[dict]) -> str:
+    """One table line: medians, and ratios taken within each export/floor pair."""
+    ratios = [e["seconds"] / f["seconds"] for e, f in zip(exp, flo, strict=True)]
+    bare = [(e["seconds"] - e["imports"]) / f["seconds"] for e, f in zip(exp, flo, strict=True)]
+    spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+
+    def med(runs: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    return (
+        f"{case:<14}{med(exp, 'seconds'):>10.3f}{med(exp, 'imports'):>10.3f}"
+        f"{med(flo, 'seconds'):>9.3f}{statistics.median(ratios):>7.2f}{spread:>13}"
+        f"{statistics.median(bare):>9.2f}{med(exp, 'rss_mb'):>8.0f}{med(flo, 'rss_mb'):>10.0f}"
+        f"{med(exp, 'rss_loaded_mb'):>8.0f}{exp[0]['bytes'] / 1e6:>9.1f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -181,26 +221,19 @@ def main() -> None:
         f"{os.cpu_count()} cores"
     )
     header = (
-        f"{'format':<14}{'export s':>10}{'floor s':>10}{'ratio':>8}{'RSS MB':>9}"
-        f"{'floor RSS':>11}{'loaded':>9}{'file MB':>9}"
+        f"{'format':<14}{'export s':>10}{'imports s':>10}{'floor s':>9}{'ratio':>7}{'range':>13}"
+        f"{'w/o imp':>9}{'RSS MB':>8}{'floor RSS':>10}{'loaded':>8}{'file MB':>9}"
     )
     print(header)
     print("-" * len(header))
     for case in args.cases:
         exp, flo = [], []
-        for _ in range(args.runs):
-            exp.append(measure("export", case, pkl))
-            flo.append(measure("floor", case, pkl))
-        e = statistics.median(r["seconds"] for r in exp)
-        f = statistics.median(r["seconds"] for r in flo)
-        print(
-            f"{case:<14}{e:>10.3f}{f:>10.3f}{e / f:>8.2f}"
-            f"{statistics.median(r['rss_mb'] for r in exp):>9.0f}"
-            f"{statistics.median(r['rss_mb'] for r in flo):>11.0f}"
-            f"{statistics.median(r['rss_loaded_mb'] for r in exp):>9.0f}"
-            f"{exp[0]['bytes'] / 1e6:>9.1f}",
-            flush=True,
-        )
+        for run in range(args.runs):  # pairs, in alternating order
+            first, second = ("export", "floor")[:: 1 if run % 2 == 0 else -1]
+            results = {first: measure(first, case, pkl), second: measure(second, case, pkl)}
+            exp.append(results["export"])
+            flo.append(results["floor"])
+        print(_row(case, exp, flo), flush=True)
 
 
 if __name__ == "__main__":

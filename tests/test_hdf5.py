@@ -222,7 +222,7 @@ def test_failed_export_keeps_the_previous_file_and_leaves_no_temporary(tmp_path,
     def boom(*a, **k):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(hdf5, "_write_time_dataset", boom)
+    monkeypatch.setattr(hdf5, "_write_flat_times", boom)
     with pytest.raises(OSError, match="disk full"):
         export_spikedata_to_hdf5(SpikeData([[2.0]]), path)
     assert path.read_bytes() == before
@@ -309,3 +309,55 @@ def test_outputs_get_the_usual_file_mode_not_the_temporary_one(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+# ---------------------------------------------------------------- blocks of the flat styles
+# Sizes with block = 7 spikes: empty units exactly at block edges (after 7 and 14 spikes), a
+# unit longer than a block (15 spikes across 14..29), units straddling edges (21, 28, 35).
+BLOCK_SIZES = [0, 3, 4, 0, 7, 0, 15, 2, 0, 5, 0]
+
+
+def _blocky_recording():
+    rng = np.random.default_rng(11)
+    train = [np.sort(rng.uniform(0.0, 1000.0, n)) for n in BLOCK_SIZES]
+    return SpikeData(train, length=1000.0, metadata={"fs_Hz": FS})
+
+
+@pytest.mark.parametrize("style", ["ragged", "paired", "group"])
+@pytest.mark.parametrize("unit", ["ms", "s", "samples"])
+def test_tiny_blocks_write_the_same_file_and_exact_values(tmp_path, monkeypatch, style, unit):
+    import spikelab.data_loaders._common as common
+
+    sd = _blocky_recording()
+    kwargs = {"style": style, "fs_Hz": FS, UNIT_KW[style]: unit}
+    export_spikedata_to_hdf5(sd, tmp_path / "whole.h5", **kwargs)
+    monkeypatch.setattr(common, "BLOCK_SPIKES", 7)
+    export_spikedata_to_hdf5(sd, tmp_path / "blocks.h5", **kwargs)
+    assert (tmp_path / "blocks.h5").read_bytes() == (tmp_path / "whole.h5").read_bytes()
+    expected = [common.ms_to_unit(t, unit, FS) for t in sd.train]
+    with h5py.File(tmp_path / "blocks.h5", "r") as f:
+        if style == "group":
+            written = [f["units"][str(i)][()] for i in range(sd.N)]
+        else:
+            flat = f["spike_times" if style == "ragged" else "times"][()]
+            written = np.split(flat, np.cumsum(BLOCK_SIZES)[:-1])
+        if style == "paired":
+            np.testing.assert_array_equal(f["idces"][()], np.repeat(np.arange(sd.N), BLOCK_SIZES))
+    for got, want in zip(written, expected, strict=True):
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    if unit == "ms":
+        assert_same_trains(sd, load_spikedata_from_hdf5(tmp_path / "blocks.h5"))
+
+
+@pytest.mark.parametrize("block", [1, 2, 7, 1000])
+@pytest.mark.parametrize("unit", ["ms", "s", "samples"])
+def test_converted_blocks_match_ms_to_unit_bit_for_bit(block, unit):
+    from spikelab.data_loaders._common import converted_blocks, ms_to_unit
+
+    rng = np.random.default_rng(block)
+    train = [rng.uniform(-50.0, 5e6, n) for n in (0, 1, 2500, 0, 9, 0)]
+    expected = ms_to_unit(np.concatenate(train), unit, FS)
+    got = np.concatenate([v.copy() for _, v in converted_blocks(train, unit, FS, block)])
+    assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
+    starts = [s for s, _ in converted_blocks(train, unit, FS, block)]
+    assert starts == list(range(0, expected.size, block))

@@ -616,3 +616,52 @@ def test_loader_fs_argument_overrides_params_py_with_a_warning(tmp_path):
         load_spikedata_from_kilosort(tmp_path / "ks", -1.0)
     with pytest.warns(UserWarning), pytest.raises(LoadError, match="outside the recording"):
         load_spikedata_from_kilosort(tmp_path / "ks", 10000.0)
+
+
+# ------------------------------------------------------------------ windows of the time sort
+def _reference_order(sd, fs, time_unit):
+    """(times, unit index) of a plain stable argsort of the unit-major spikes by time."""
+    offset = -int(np.rint(sd.start_time * fs / 1000)) if sd.start_time < 0 else 0
+    conv = {"samples": lambda t: np.rint(t * (fs / 1000.0)).astype(np.int64) + offset}
+    conv.update(ms=lambda t: t.astype(np.float64), s=lambda t: t / 1000.0)
+    times = np.concatenate([conv[time_unit](np.sort(t)) for t in sd.train])
+    index = np.repeat(np.arange(sd.N), [len(t) for t in sd.train]).astype(np.int32)
+    order = np.argsort(times, kind="stable")
+    return times[order], index[order]
+
+
+def _tied_recording():
+    """Spikes on a coarse grid (many share a sample across units, also across window edges),
+    empty units, one unit far longer than a window, one time shared by every unit."""
+    rng = np.random.default_rng(8)
+    sizes = [0, 40, 3, 0, 400, 1, 0, 25, 60, 0]
+    train = [np.sort(rng.integers(0, 300, n) * 0.5) for n in sizes]
+    train = [np.append(t, 200.0) if t.size else t for t in train]
+    return SpikeData([np.sort(t) for t in train], length=220.0, start_time=-20.0)
+
+
+@pytest.mark.parametrize("window", [1, 2, 7, 64, None])
+@pytest.mark.parametrize("time_unit", ["samples", "ms", "s"])
+def test_time_windows_of_any_size_give_the_stable_global_order(
+    tmp_path, monkeypatch, window, time_unit
+):
+    sd = _tied_recording()
+    sd.train[2] = sd.train[2][::-1].copy()  # a unit mutated out of order after construction
+    if window:
+        monkeypatch.setattr(kilosort, "_WINDOW_SPIKES", window)
+    _export(sd, tmp_path / "ks", fs_Hz=1000.0, time_unit=time_unit, cluster_ids=range(50, 60))
+    times, index = _reference_order(sd, 1000.0, time_unit)
+    got = np.load(tmp_path / "ks" / "spike_times.npy")
+    assert got.dtype == times.dtype and got.tobytes() == times.tobytes()
+    np.testing.assert_array_equal(np.load(tmp_path / "ks" / "spike_templates.npy"), index)
+    np.testing.assert_array_equal(np.load(tmp_path / "ks" / "spike_clusters.npy"), index + 50)
+    assert np.load(tmp_path / "ks" / "amplitudes.npy").shape == times.shape
+
+
+def test_tiny_windows_write_the_same_folder_as_the_default(tmp_path, monkeypatch):
+    sd = synthetic("many_units")
+    _export(sd, tmp_path / "default")
+    monkeypatch.setattr(kilosort, "_WINDOW_SPIKES", 3)
+    _export(sd, tmp_path / "tiny")
+    for path in sorted((tmp_path / "default").iterdir()):
+        assert (tmp_path / "tiny" / path.name).read_bytes() == path.read_bytes(), path.name

@@ -219,6 +219,31 @@ def test_unsorted_unit_is_written_sorted(tmp_path):
         )
 
 
+@pytest.mark.parametrize("compression", [None, "gzip"])
+@pytest.mark.parametrize("start", [0.0, -200.0])
+def test_spike_times_written_in_tiny_blocks_are_exact_and_valid(
+    tmp_path, monkeypatch, compression, start
+):
+    import spikelab.data_loaders._common as common
+
+    rng = np.random.default_rng(4)
+    sizes = [0, 3, 4, 0, 7, 0, 15, 2, 0, 5, 0]  # block 7: empty units at edges, a long unit
+    train = [np.sort(rng.uniform(start, start + 900.0, n)) for n in sizes]
+    sd = SpikeData(train, length=1000.0, start_time=start, metadata={"fs_Hz": 20000.0})
+    export(sd, tmp_path / "a" / "rec.nwb", compression=compression)
+    monkeypatch.setattr(common, "BLOCK_SPIKES", 7)
+    path = export(sd, tmp_path / "b" / "rec.nwb", compression=compression)
+    with h5py.File(path, "r") as f, h5py.File(tmp_path / "a" / "rec.nwb", "r") as whole:
+        times = f["units/spike_times"][()]
+        assert times.tobytes() == whole["units/spike_times"][()].tobytes()
+        assert f["identifier"][()] == whole["identifier"][()]
+    offset = min(start, 0.0)
+    expected = np.concatenate([(t - offset) / 1000.0 if offset else t / 1000.0 for t in train])
+    assert times.tobytes() == expected.tobytes()
+    assert schema_errors(path) == []
+    roundtrip_both_readers(sd, path)
+
+
 def test_gzip_compression_keeps_the_trains(tmp_path):
     sd = fixture("small")
     path = export(sd, tmp_path / "gz.nwb", compression="gzip")

@@ -4,6 +4,7 @@ import io
 import os
 import pickle
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,6 +190,49 @@ def test_export_to_pickle_round_trips_exactly(tmp_path, name, protocol):
     assert back.metadata == sd.metadata
     assert back.neuron_attributes == sd.neuron_attributes
     np.testing.assert_array_equal(back.raw_data, sd.raw_data)
+
+
+def _many_pieces_recording(n_units=3000):
+    """More arrays than one writev call takes, some above the pickler's 64 KiB frames."""
+    rng = np.random.default_rng(6)
+    train = [
+        np.sort(rng.uniform(0, 1e5, 20_000 if i % 700 == 0 else i % 9)) for i in range(n_units)
+    ]
+    attrs = [{"electrode": i, "location": [float(i), 0.0]} for i in range(n_units)]
+    return SpikeData(train, length=1e5, neuron_attributes=attrs, metadata={"fs_Hz": 3e4})
+
+
+@pytest.mark.parametrize("protocol", [None, 2, 4])
+def test_export_writes_the_bytes_of_pickle_dumps_in_few_calls(tmp_path, monkeypatch, protocol):
+    import spikelab.data_loaders.pickle_io as pickle_io
+
+    sd = _many_pieces_recording()
+    calls = []
+    real_writev = os.writev
+    monkeypatch.setattr(
+        pickle_io.os,
+        "writev",
+        lambda fd, pieces: calls.append(len(pieces)) or real_writev(fd, pieces),
+    )
+    path = export_to_pickle(sd, tmp_path / "out.pkl", protocol=protocol)
+    expected = pickle.dumps(sd, protocol=pickle.HIGHEST_PROTOCOL if protocol is None else protocol)
+    assert Path(path).read_bytes() == expected
+    assert max(calls) <= pickle_io._GatheringWriter.MAX_PIECES and len(calls) < 100
+    assert_same_trains(sd, load_spikedata_from_pickle(path))
+    assert_same_trains(sd, pickle.loads(expected))
+
+
+def test_short_writes_resume_at_the_exact_byte(tmp_path, monkeypatch):
+    import spikelab.data_loaders.pickle_io as pickle_io
+
+    def short_writev(fd, pieces):  # writes a third of what it is given, at least one byte
+        data = b"".join(bytes(pickle_io._unwritten([p], 0)[0]) for p in pieces)
+        return os.write(fd, data[: max(1, len(data) // 3)])
+
+    sd = _many_pieces_recording(300)
+    monkeypatch.setattr(pickle_io.os, "writev", short_writev)
+    path = export_to_pickle(sd, tmp_path / "out.pkl")
+    assert Path(path).read_bytes() == pickle.dumps(sd, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def test_failed_dump_leaves_the_previous_file_intact_and_no_temporary(tmp_path):

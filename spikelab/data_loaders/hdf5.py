@@ -30,9 +30,13 @@ from spikelab.data_loaders._common import (
     atomic_file,
     check_time_unit,
     clip_to_recording,
+    convert_pieces,
     json_safe,
     ms_to_unit,
+    unit_index_blocks,
     unit_to_ms,
+    write_hdf5_block,
+    write_hdf5_times,
 )
 from spikelab.spikedata.spikedata import InvalidSpikeDataError, SpikeData
 
@@ -83,12 +87,78 @@ def _max_bin_count(bins: np.ndarray) -> int:
     return int(runs.max())
 
 
-def _write_time_dataset(parent, name, data, unit, fs_Hz):
-    dset = parent.create_dataset(name, data=data)
+def _set_time_unit(dset, unit, fs_Hz):
     dset.attrs["unit"] = unit
     if unit == "samples":
         dset.attrs["fs_Hz"] = fs_Hz
     return dset
+
+
+def _write_time_dataset(parent, name, data, unit, fs_Hz):
+    return _set_time_unit(parent.create_dataset(name, data=data), unit, fs_Hz)
+
+
+def _write_flat_times(parent, name, trains, n: int, unit: str, fs_Hz):
+    """Dataset ``name``: all ``n`` spike times, unit-major, in ``unit`` (float64, or int64
+    samples), converted and written block by block (no full-size temporary)."""
+    dtype = np.int64 if unit == "samples" else np.float64
+    dset = parent.create_dataset(name, shape=(n,), dtype=dtype)
+    write_hdf5_times(dset, trains, unit, fs_Hz)
+    return _set_time_unit(dset, unit, fs_Hz)
+
+
+def _write_unit_index(parent, name, trains, n: int):
+    """Dataset ``name``: the unit index (int64) of each of the ``n`` spikes, unit-major,
+    written block by block."""
+    dset = parent.create_dataset(name, shape=(n,), dtype=np.int64)
+    for start, index in unit_index_blocks(trains):
+        write_hdf5_block(dset, start, index)
+    return dset
+
+
+def _attribute_writer(name: str, value: Any):
+    """A function setting attribute ``name`` = ``value`` (str or number) on a low-level object
+    id, exactly as ``obj.attrs[name] = value`` does, with the types made once."""
+    from h5py import h5a, h5s, h5t, string_dtype
+
+    data = np.asarray(value, dtype=string_dtype() if isinstance(value, str) else None)
+    htype, mtype = h5t.py_create(data.dtype, logical=True), h5t.py_create(data.dtype)
+    space, key = h5s.create_simple(()), name.encode()
+
+    def write(obj_id) -> None:
+        attr = h5a.create(obj_id, key, htype, space)
+        attr.write(data, mtype=mtype)
+        attr.close()
+
+    return write
+
+
+def _write_unit_datasets(grp, trains, unit: str, fs_Hz) -> None:
+    """One dataset per unit in ``grp``, named by unit index, times in ``unit``.
+
+    Made with h5py's low-level API: the file is byte-identical to ``create_dataset(data=...)``
+    plus ``attrs[...] =`` per unit, without their Python overhead (~0.1 ms per unit).
+    """
+    from h5py import h5d, h5p, h5s, h5t
+
+    dtype = np.dtype(np.int64 if unit == "samples" else np.float64)
+    tid = h5t.py_create(dtype, logical=1)
+    dcpl = h5p.create(h5p.DATASET_CREATE)
+    dcpl.set_obj_track_times(False)  # h5py's defaults
+    dcpl.set_attr_creation_order(0)
+    attrs = [_attribute_writer("unit", unit)]
+    if unit == "samples":
+        attrs.append(_attribute_writer("fs_Hz", fs_Hz))
+    longest = max((len(t) for t in trains), default=0)
+    buf = np.empty(longest, dtype=np.float64)
+    ints = np.empty(longest if unit == "samples" else 0, dtype=np.int64)
+    for i, train in enumerate(trains):
+        values = convert_pieces([train], unit, fs_Hz, buf, ints)
+        space = h5s.create_simple(values.shape)
+        dset = h5d.create(grp.id, str(i).encode(), tid, space, dcpl=dcpl)
+        dset.write(h5s.ALL, h5s.ALL, values)
+        for write_attr in attrs:
+            write_attr(dset)
 
 
 def _write_raster(
@@ -237,28 +307,21 @@ def export_spikedata_to_hdf5(
         if sd.neuron_attributes is not None:
             f.attrs["neuron_attributes_json"] = json.dumps(json_safe(sd.neuron_attributes))
         counts = np.fromiter((t.size for t in sd.train), dtype=np.int64, count=sd.N)
+        n = int(counts.sum())
         if style == "ragged":
-            flat = _flat_times(sd, spike_times_unit, fs)
-            _write_time_dataset(f, spike_times_dataset, flat, spike_times_unit, fs)
-            del flat
+            _write_flat_times(f, spike_times_dataset, sd.train, n, spike_times_unit, fs)
             f.create_dataset(spike_times_index_dataset, data=np.cumsum(counts))
             f.attrs["spike_times_dataset"] = spike_times_dataset
             f.attrs["spike_times_index_dataset"] = spike_times_index_dataset
         elif style == "paired":
-            flat = _flat_times(sd, times_unit, fs)
-            _write_time_dataset(f, times_dataset, flat, times_unit, fs)
-            del flat
-            idces = np.repeat(np.arange(sd.N, dtype=np.int64), counts)
-            f.create_dataset(idces_dataset, data=idces)
-            f[idces_dataset].attrs["order"] = "unit-major, time-sorted within unit"
+            _write_flat_times(f, times_dataset, sd.train, n, times_unit, fs)
+            idces = _write_unit_index(f, idces_dataset, sd.train, n)
+            idces.attrs["order"] = "unit-major, time-sorted within unit"
             f.attrs["idces_dataset"] = idces_dataset
             f.attrs["times_dataset"] = times_dataset
         elif style == "group":
             grp = f.create_group(group_per_unit)
-            for i, t in enumerate(sd.train):
-                _write_time_dataset(
-                    grp, str(i), ms_to_unit(t, group_time_unit, fs), group_time_unit, fs
-                )
+            _write_unit_datasets(grp, sd.train, group_time_unit, fs)
             f.attrs["group_per_unit"] = group_per_unit
         else:
             _write_raster(
@@ -285,15 +348,6 @@ def export_spikedata_to_hdf5(
                     raw_fs,
                 )
                 f.attrs["raw_time_dataset"] = raw_time_dataset
-
-
-def _flat_times(sd: SpikeData, unit: str, fs: float | None) -> np.ndarray:
-    """All spike times, unit-major, converted from ms to ``unit`` with one temporary array."""
-    flat = np.concatenate(sd.train) if sd.N else np.zeros(0)
-    if unit == "s":
-        flat /= 1000.0
-        return flat
-    return ms_to_unit(flat, unit, fs)
 
 
 # --------------------------------------------------------------------------- loading

@@ -17,11 +17,13 @@ A folder written by :func:`export_spikedata_to_kilosort` holds
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import json
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from spikelab.data_loaders._common import (
     atomic_directory,
     check_fs,
     check_time_unit,
+    convert_pieces,
     json_safe,
     ms_to_unit,
     unit_to_ms,
@@ -58,6 +61,7 @@ _FIXED_FILES = (
 _RESERVED_COLUMNS = {"cluster_id", "id", "group", "KSLabel", "ch", "n_spikes", "si_unit_id"}
 _MAX_CLUSTER_ID = 2**31 - 1  # phylib holds cluster ids as int32
 _CHUNK = 1 << 20  # spikes per chunk when writing constant or derived columns
+_WINDOW_SPIKES = 1 << 17  # spikes per time window of the global sort (sorted in cache)
 
 
 # --------------------------------------------------------------------------------- export
@@ -276,15 +280,36 @@ def _save(path: Path, arr: np.ndarray) -> None:
             ) from None
 
 
+class _NpyWriter:
+    """A 1-D ``.npy`` file of ``n`` values of ``dtype``, written piece by piece: the same bytes
+    as ``np.save`` of the whole array, without holding it."""
+
+    def __init__(self, path: Path, dtype: Any, n: int) -> None:
+        self.path, self.dtype, self.n, self.written = path, np.dtype(dtype), n, 0
+
+    def __enter__(self) -> _NpyWriter:
+        self._fh = open(self.path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype)}
+        header.update(fortran_order=False, shape=(self.n,))
+        np.lib.format.write_array_header_1_0(self._fh, header)
+        return self
+
+    def write(self, values: np.ndarray) -> None:
+        self._fh.write(np.ascontiguousarray(values, dtype=self.dtype))
+        self.written += values.size
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self._fh.close()
+        if exc_type is None and self.written != self.n:
+            raise RuntimeError(f"{self.path}: {self.written} values written, {self.n} expected")
+
+
 def _save_constant(path: Path, value: float, n: int) -> None:
     """Save ``np.full(n, value)`` (float64) without holding the whole array in memory."""
-    with open(path, "wb") as fh:
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64))}
-        header.update(fortran_order=False, shape=(n,))
-        np.lib.format.write_array_header_1_0(fh, header)
+    with _NpyWriter(path, np.float64, n) as out:
         chunk = np.full(min(n, _CHUNK), value, dtype=np.float64)
         for start in range(0, n, _CHUNK):
-            fh.write(chunk[: min(_CHUNK, n - start)])
+            out.write(chunk[: min(_CHUNK, n - start)])
 
 
 def _write_spikes(
@@ -298,67 +323,146 @@ def _write_spikes(
     times_name: str,
     clusters_name: str,
 ) -> int:
-    """Write times, clusters, templates and amplitudes, all in global time order."""
-    n_units, n = len(trains), int(counts.sum())
-    bounds = np.concatenate(([0], np.cumsum(counts)))
-    if unit == "samples":
-        times, index = _sorted_samples(trains, bounds, n, fs, offset)
-    else:
-        times = np.empty(n, dtype=np.float64)
-        for i, t in enumerate(trains):
-            times[bounds[i] : bounds[i + 1]] = ms_to_unit(t, unit)
-        order = np.argsort(times, kind="stable")  # stable: ties stay in unit order
-        times = times[order]
-        index = np.repeat(np.arange(n_units, dtype=np.int32), counts)[order]
-        del order
-    _save(tmp / times_name, times)
-    del times
-    _save(tmp / "spike_templates.npy", index)
-    if np.array_equal(ids, np.arange(n_units)):
-        _save(tmp / clusters_name, index)
-    else:
-        _save(tmp / clusters_name, ids.astype(np.int32)[index])
-    del index
+    """Write times, clusters, templates and amplitudes, all in global time order, streamed
+    window by window (no array of all spikes is held)."""
+    n = int(counts.sum())
+    same_ids = np.array_equal(ids, np.arange(len(trains)))
+    ids32 = ids.astype(np.int32)
+    time_dtype = np.int64 if unit == "samples" else np.float64
+    with contextlib.ExitStack() as files:
+        times_out = files.enter_context(_NpyWriter(tmp / times_name, time_dtype, n))
+        templates_out = files.enter_context(_NpyWriter(tmp / "spike_templates.npy", np.int32, n))
+        clusters_out = files.enter_context(_NpyWriter(tmp / clusters_name, np.int32, n))
+        for times, index in _time_ordered(trains, n, unit, fs, offset):
+            times_out.write(times)
+            templates_out.write(index)
+            clusters_out.write(index if same_ids else ids32[index])
     _save_constant(tmp / "amplitudes.npy", 1.0, n)
     return n
 
 
-def _sorted_samples(
-    trains: list[np.ndarray], bounds: np.ndarray, n: int, fs: float, offset: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """All spikes as (int64 samples + offset, int32 unit index), sorted by (sample, unit).
+def _time_ordered(
+    trains: list[np.ndarray], n: int, unit: str, fs: float, offset: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """All ``n`` spikes as (times in ``unit``, + ``offset`` for samples; int32 unit index), in
+    the order of a stable sort of the unit-major spikes by time (ties in unit order).
 
-    Each spike becomes one int64 key ``sample << bits | unit`` so a single in-place sort of
-    the already sorted per-unit runs (timsort merges them) gives the stable global order.
+    Yielded window by window (views of reused buffers): each time window gathers its spikes
+    from every unit (unit-major) and is sorted alone. The spikes at a window's last time wait
+    for the next window, which may hold more spikes at that time from lower units.
     """
-    n_units = len(trains)
-    bits = max(n_units - 1, 0).bit_length()
+    trains = [t if _ascending(t) else np.sort(t) for t in trains]
+    bits = max(len(trains) - 1, 0).bit_length()
+    packed = unit == "samples" and _packable(trains, fs, offset, bits)
+    bounds = _window_bounds(trains, n)
+    lo, last = bounds[:, 0], bounds.shape[1] - 1
+    scratch = [np.zeros(0), np.zeros(0, dtype=np.int64)]
+    for k in range(1, last + 1):
+        hi = bounds[:, k]
+        window = _gather(trains, lo, hi, unit, fs, offset, scratch)
+        if window is None:
+            continue
+        times, index = _sort_packed(*window, bits) if packed else _sort_stable(*window)
+        lo = hi
+        if k < last:
+            cut = int(np.searchsorted(times, times[-1]))
+            lo = hi - np.bincount(index[cut:], minlength=len(trains))
+            times, index = times[:cut], index[:cut]
+        yield times, index
+
+
+def _gather(
+    trains: list[np.ndarray], lo, hi, unit: str, fs: float, offset: int, scratch: list
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The spikes ``trains[u][lo[u]:hi[u]]`` of all units, unit-major, as (times converted to
+    ``unit``, + ``offset`` for samples; int32 unit index), or None when there is none.
+    ``scratch`` holds the float64 and int64 buffers, grown here when too small."""
+    active = np.flatnonzero(hi > lo)
+    if not active.size:
+        return None
+    lens = (hi - lo)[active]
+    size = int(lens.sum())
+    if scratch[0].size < size:
+        scratch[:] = np.empty(size), np.empty(size, dtype=np.int64)
+    spans = zip(active.tolist(), lo[active].tolist(), hi[active].tolist(), strict=True)
+    pieces = [trains[u][a:b] for u, a, b in spans]
+    values = convert_pieces(pieces, unit, fs, *scratch, total=size)
+    if unit == "samples" and offset:
+        values += offset
+    return values, np.repeat(active.astype(np.int32), lens)
+
+
+def _ascending(t: np.ndarray) -> bool:
+    return t.size < 2 or bool((t[1:] >= t[:-1]).all())
+
+
+def _packable(trains: list[np.ndarray], fs: float, offset: int, bits: int) -> bool:
+    """Whether every sample (+ offset) fits in 0 <= s < 2**(63 - bits), beside a unit index."""
     firsts = [t[0] for t in trains if t.size]
-    lo, hi = 0, 0
-    if firsts:  # rounding is monotonic, so the extreme samples come from the extreme times
-        last = max(t[-1] for t in trains if t.size)
-        lo, hi = ms_to_unit([min(firsts), last], "samples", fs) + offset
-    keys = np.empty(n, dtype=np.int64)
-    if lo < 0 or hi >= 1 << (63 - bits):  # cannot pack: sort the samples with an argsort
-        for i, t in enumerate(trains):
-            keys[bounds[i] : bounds[i + 1]] = ms_to_unit(t, "samples", fs) + offset
-        order = np.argsort(keys, kind="stable")
-        index = np.repeat(np.arange(n_units, dtype=np.int32), np.diff(bounds))[order]
-        return keys[order], index
-    for i, t in enumerate(trains):
-        if t.size:
-            s = ms_to_unit(t, "samples", fs)
-            s += offset
-            s <<= bits
-            s |= i
-            keys[bounds[i] : bounds[i + 1]] = s
-    keys.sort(kind="stable")
-    index = np.empty(n, dtype=np.int32)
-    mask = (1 << bits) - 1
-    for start in range(0, n, _CHUNK):
-        index[start : start + _CHUNK] = keys[start : start + _CHUNK] & mask
+    if not firsts:
+        return True
+    last = max(t[-1] for t in trains if t.size)  # rounding is monotonic: extremes from extremes
+    lo, hi = ms_to_unit([min(firsts), last], "samples", fs) + offset
+    return lo >= 0 and hi < 1 << (63 - bits)
+
+
+def _window_bounds(trains: list[np.ndarray], n: int, size: int | None = None) -> np.ndarray:
+    """(N, W + 1) int64: unit u's spikes in time window k are ``trains[u][b[u, k]:b[u, k+1]]``.
+
+    Windows hold about ``size`` spikes: their edges (ms) are quantiles of a subsample.
+    """
+    size = size or _WINDOW_SPIKES
+    count = -(-n // size)
+    edges = np.zeros(0)
+    if count > 1:
+        step = max(1, n // (count * 64))
+        sample = np.sort(np.concatenate([t[::step] for t in trains]))
+        edges = np.unique(sample[np.arange(1, count) * sample.size // count])
+    bounds = np.zeros((len(trains), edges.size + 2), dtype=np.int64)
+    for u, t in enumerate(trains):
+        bounds[u, 1:-1] = np.searchsorted(t, edges)
+        bounds[u, -1] = t.size
+    return bounds
+
+
+def _sort_stable(values: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(values, kind="stable")
+    return values[order], index[order]
+
+
+def _sort_packed(
+    samples: np.ndarray, index: np.ndarray, bits: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sort int64 ``samples`` (overwritten) with their unit ``index`` as one unsigned key
+    ``(sample - lowest) << bits | unit``: the key order is (sample, unit), so any sort of the
+    keys gives the stable order. 32-bit keys when the window's span allows (faster)."""
+    low = int(samples.min())
+    span = (int(samples.max()) - low + 1) << bits
+    samples -= low
+    samples <<= bits
+    samples |= index
+    keys = _radix_sort(samples.astype(np.uint32 if span <= 1 << 32 else np.uint64), span)
+    index = (keys & ((1 << bits) - 1)).astype(np.int32)
     keys >>= bits
-    return keys, index
+    samples[...] = keys
+    samples += low
+    return samples, index
+
+
+def _radix_sort(keys: np.ndarray, span: int) -> np.ndarray:
+    """Sorted unsigned ``keys`` (< ``span``), by 16-bit least-significant-digit passes:
+    numpy's stable argsort of uint16 is a counting sort, far faster here than comparison
+    sorts. ``keys`` is overwritten; the result is it or a new array."""
+    other = np.empty_like(keys)
+    digit = np.empty(keys.size, dtype=np.uint16)
+    shift = 0
+    while (span - 1) >> shift:
+        np.right_shift(keys, shift, out=other)
+        digit[...] = other  # the low 16 bits
+        np.take(keys, np.argsort(digit, kind="stable"), out=other)
+        keys, other = other, keys
+        shift += 16
+    return keys
 
 
 def _write_params(path: Path, dat_path: str, n_chan_dat: int, dtype: str, fs: float) -> None:

@@ -49,6 +49,7 @@ from spikelab.data_loaders._common import (
     atomic_file,
     check_fs,
     json_safe,
+    write_hdf5_times,
 )
 from spikelab.spikedata.spikedata import InvalidSpikeDataError, SpikeData
 
@@ -209,45 +210,47 @@ def _nwb_options(sd: SpikeData, kw: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ spike arrays
-def _flat_trains(sd: SpikeData) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated spike times (ms, a fresh float64 array, sorted per unit) and per-unit ends."""
-    n = len(sd.train)
-    counts = np.fromiter((np.size(t) for t in sd.train), dtype=np.int64, count=n)
-    ends = np.cumsum(counts)
-    if not n or not ends[-1]:
-        return np.zeros(0), ends
-    times = np.concatenate([np.ravel(t) for t in sd.train], dtype=np.float64)
-    tmin, tmax = float(times.min()), float(times.max())  # NaN or inf shows up in these
-    if not (math.isfinite(tmin) and math.isfinite(tmax)):
-        pos = int(np.flatnonzero(~np.isfinite(times))[0])
-        unit = int(np.searchsorted(ends, pos, side="right"))
-        raise ExportError(f"unit {unit}: spike time {times[pos]} is not finite")
-    # A descent between two units is fine; one inside a unit means that unit needs sorting.
-    descents = _descents(times)
-    at = np.minimum(np.searchsorted(ends, descents), ends.size - 1)
-    inside = descents[ends[at] != descents]
-    for u in np.unique(np.searchsorted(ends, inside, side="right")):
-        times[(0 if u == 0 else int(ends[u - 1])) : int(ends[u])].sort()
-    lo_ms, hi_ms = float(sd.start_time), float(sd.start_time) + float(sd.length)
-    if tmin < lo_ms or tmax > hi_ms:
-        bad = tmin if tmin < lo_ms else tmax
-        pos = int(np.flatnonzero(times == bad)[0])
-        unit = int(np.searchsorted(ends, pos, side="right"))
-        raise ExportError(
-            f"unit {unit}: spike time {bad} ms lies outside the recording [{lo_ms}, {hi_ms}] ms; "
-            "fix start_time/length before exporting"
-        )
-    return times, ends
+def _checked_trains(sd: SpikeData) -> tuple[list[np.ndarray], np.ndarray]:
+    """The spike trains (float64 ms, each ascending) and the cumulative per-unit ends.
+
+    Checked unit by unit, without a full-size copy: a unit changed out of order after
+    construction is replaced by a sorted copy; a non-finite time or one outside the recording
+    raises ExportError (the first non-finite time in unit order; else the lowest time below
+    the start, else the highest above the end, in the first unit holding it).
+    """
+    trains = [_as_float_train(t) for t in sd.train]
+    ends = np.cumsum(np.fromiter((t.size for t in trains), dtype=np.int64, count=len(trains)))
+    for unit, t in enumerate(trains):
+        if t.size > 1 and not (t[1:] >= t[:-1]).all():  # a NaN anywhere fails this too
+            _check_finite(unit, t)
+            trains[unit] = np.sort(t)
+        elif t.size and not (math.isfinite(t[0]) and math.isfinite(t[-1])):
+            _check_finite(unit, t)  # ascending: finite when both ends are
+    full = [u for u, t in enumerate(trains) if t.size]
+    if full:
+        firsts = np.array([trains[u][0] for u in full])
+        lasts = np.array([trains[u][-1] for u in full])
+        lo_ms, hi_ms = float(sd.start_time), float(sd.start_time) + float(sd.length)
+        tmin, tmax = float(firsts.min()), float(lasts.max())
+        if tmin < lo_ms or tmax > hi_ms:
+            bad, ends_of = (tmin, firsts) if tmin < lo_ms else (tmax, lasts)
+            unit = full[int(np.flatnonzero(ends_of == bad)[0])]
+            raise ExportError(
+                f"unit {unit}: spike time {bad} ms lies outside the recording "
+                f"[{lo_ms}, {hi_ms}] ms; fix start_time/length before exporting"
+            )
+    return trains, ends
 
 
-def _descents(times: np.ndarray, block: int = 1 << 20) -> np.ndarray:
-    """Indices i with times[i] < times[i - 1], found block by block (small temporaries)."""
-    n = times.size
-    found = [
-        np.flatnonzero(times[lo : min(lo + block, n)] < times[lo - 1 : min(lo + block, n) - 1]) + lo
-        for lo in range(1, n, block)
-    ]
-    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+def _as_float_train(train: Any) -> np.ndarray:
+    flat = np.ravel(train)
+    return flat if flat.dtype == np.float64 else flat.astype(np.float64, casting="same_kind")
+
+
+def _check_finite(unit: int, t: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(t))
+    if bad.size:
+        raise ExportError(f"unit {unit}: spike time {t[bad[0]]} is not finite")
 
 
 def _scalar(value: Any) -> Any:
@@ -308,18 +311,16 @@ def _state(sd: SpikeData, fs: float | None, offset_ms: float) -> dict[str, Any]:
     }
 
 
-def _stable_identifier(stem: str, times_ms: np.ndarray, ends: np.ndarray, text: str) -> str:
+def _stable_identifier(stem: str, trains: list[np.ndarray], ends: np.ndarray, text: str) -> str:
     """uuid5 of a SHA-256 of the file stem, the spike counts, a per-unit checksum of the spike
     times (wrapping sum of their 64-bit patterns: one pass, any changed spike changes it) and
     ``text`` (state and options)."""
     h = hashlib.sha256()
     h.update(stem.encode())
     h.update(np.ascontiguousarray(ends, dtype="<i8").tobytes())
-    counts = np.diff(ends, prepend=0)
-    starts = (ends - counts)[counts > 0]
-    if starts.size:
-        words = np.ascontiguousarray(times_ms, dtype="<f8").view("<u8")
-        h.update(np.add.reduceat(words, starts).astype("<u8").tobytes())
+    sums = [np.add.reduce(np.ascontiguousarray(t, "<f8").view("<u8")) for t in trains if t.size]
+    if sums:
+        h.update(np.array(sums, dtype="<u8").tobytes())
     h.update(text.encode())
     return str(uuid.uuid5(_ID_NAMESPACE, h.hexdigest()))
 
@@ -339,20 +340,24 @@ def _write_errors(target: str):
 
 
 def _write_plain(
-    path: Path, group: str, ds: str, ids: str, times_s, ends, sd, state, compression
+    path: Path, group: str, ds: str, ids: str, trains, ends, sd, state, compression
 ) -> None:
     import h5py
 
     with h5py.File(path, "w") as f:
         g = f.require_group(group.strip("/"))
-        g.create_dataset(ds, data=times_s, dtype=np.float64, compression=compression)
+        n = int(ends[-1]) if ends.size else 0
+        times = g.create_dataset(ds, shape=(n,), dtype=np.float64, compression=compression)
+        write_hdf5_times(times, trains, "s")
         g.create_dataset(ids, data=ends, dtype=np.int64)
         g.attrs["start_time"] = float(sd.start_time)
         g.attrs["length_ms"] = float(sd.length)
         g.attrs[STATE_NAME] = json.dumps(state)
 
 
-def _build_nwbfile(sd, opts, state_text, times_s, ends, fs, offset_ms, compression):
+def _build_nwbfile(sd, opts, state_text, ends, fs, offset_ms, compression):
+    """The NWBFile and the H5DataIO of its spike times (None without a Units table): an empty
+    dataset of known shape that the caller fills after ``io.write``, block by block."""
     from hdmf.backends.hdf5 import H5DataIO
     from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
     from pynwb import NWBFile
@@ -381,14 +386,15 @@ def _build_nwbfile(sd, opts, state_text, times_s, ends, fs, offset_ms, compressi
     )
     n = sd.N
     if not ends.size or not ends[-1]:
-        return nwbfile  # no spike at all: no Units table (N is in the JSON state)
+        return nwbfile, None  # no spike at all: no Units table (N is in the JSON state)
 
     unit_rows = np.arange(n, dtype=np.int64)
     one_per_unit = np.arange(1, n + 1, dtype=np.int64)
+    times_io = H5DataIO(shape=(int(ends[-1]),), dtype=np.float64, compression=compression)
     spike_times = VectorData(
         name="spike_times",
         description="the spike times for each unit in seconds",
-        data=times_s if compression is None else H5DataIO(times_s, compression=compression),
+        data=times_io,
     )
     lo_s = (float(sd.start_time) - offset_ms) / 1000.0
     hi_s = (float(sd.start_time) + float(sd.length) - offset_ms) / 1000.0
@@ -471,7 +477,7 @@ def _build_nwbfile(sd, opts, state_text, times_s, ends, fs, offset_ms, compressi
         resolution=None if fs is None else 1.0 / fs,
         electrode_table=nwbfile.electrodes,
     )
-    return nwbfile
+    return nwbfile, times_io
 
 
 def export_spikedata_to_nwb(
@@ -554,7 +560,8 @@ def export_spikedata_to_nwb(
     )
     if Path(target).is_dir():
         raise OutputInTheWayError(f"{target}: a directory is in the way of the output file")
-    times, ends = _flat_trains(sd)
+    trains, ends = _checked_trains(sd)
+    n_spikes = int(ends[-1]) if ends.size else 0
     if np.asarray(sd.raw_data).size:
         warnings.warn(
             f"{target}: raw_data ({np.shape(sd.raw_data)}) is not exported; "
@@ -573,14 +580,13 @@ def export_spikedata_to_nwb(
             stacklevel=2,
         )
         state = _state(sd, fs, 0.0)
-        times /= 1000.0
         with atomic_file(target) as tmp, _write_errors(target):
             _write_plain(
                 tmp,
                 group,
                 spike_times_dataset,
                 spike_times_index_dataset,
-                times,
+                trains,
                 ends,
                 sd,
                 state,
@@ -588,7 +594,7 @@ def export_spikedata_to_nwb(
             )
         return
 
-    if fs is None and times.size:
+    if fs is None and n_spikes:
         warnings.warn(
             f"{target}: sampling rate unknown, Units.resolution is left unset (nwbinspector "
             "reports it); pass fs_Hz= or set metadata['fs_Hz']",
@@ -602,11 +608,8 @@ def export_spikedata_to_nwb(
             {k: v for k, v in opts.items() if k != "identifier"}, default=str, sort_keys=True
         )
         opts["identifier"] = _stable_identifier(
-            Path(target).stem, times, ends, state_text + options
+            Path(target).stem, trains, ends, state_text + options
         )
-    if offset_ms:
-        times -= offset_ms
-    times /= 1000.0
 
     if not target.endswith(".nwb"):
         warnings.warn(
@@ -617,11 +620,13 @@ def export_spikedata_to_nwb(
     import h5py
     from pynwb import NWBHDF5IO
 
-    nwbfile = _build_nwbfile(sd, opts, state_text, times, ends, fs, offset_ms, compression)
+    nwbfile, times_io = _build_nwbfile(sd, opts, state_text, ends, fs, offset_ms, compression)
     # An open h5py.File: pynwb would warn that the temporary name does not end in .nwb.
     with atomic_file(target) as tmp, _write_errors(target), h5py.File(tmp, "w") as h5:
         with NWBHDF5IO(file=h5, mode="w") as io:
             io.write(nwbfile, expandable=())  # contiguous datasets: no chunk copies
+            if times_io is not None:  # NWB time 0 is SpikeLab time offset_ms
+                write_hdf5_times(times_io.dataset, trains, "s", offset_ms=offset_ms)
 
 
 # ---------------------------------------------------------------------------------- loaders

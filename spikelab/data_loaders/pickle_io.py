@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import os
 import pickle
@@ -206,6 +207,75 @@ def load_spikedata_from_pickle(
     )
 
 
+class _GatheringWriter:
+    """Write-only file for ``pickle.dump`` that collects the pickler's pieces (small frames and
+    whole array buffers, referenced, not copied) and hands them to the OS in few ``os.writev``
+    calls.
+
+    A buffered file makes one or two write calls per array: with 1000s of units their cost
+    (~10 us each on ext4) doubles the time of writing the bytes themselves. The object being
+    pickled must not change during the dump.
+    """
+
+    MAX_PIECES = 1024  # pieces per call at most (lowered to the system's IOV_MAX below)
+    MAX_BYTES = 4 << 20  # bytes per call at most: bounds the frames kept; fastest measured
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pieces: list[Any] = []
+        self._size = 0
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            iov_max = os.sysconf("SC_IOV_MAX")
+            if iov_max > 0:
+                self.MAX_PIECES = min(self.MAX_PIECES, iov_max)
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        self._pieces.append(data)
+        self._size += size
+        if len(self._pieces) >= self.MAX_PIECES or self._size >= self.MAX_BYTES:
+            self.flush()
+        return size
+
+    def flush(self) -> None:
+        pieces, size = self._pieces, self._size
+        self._pieces, self._size = [], 0
+        while size:
+            done = os.writev(self._fd, pieces)
+            if done <= 0:
+                raise OSError(f"no byte written of {size} (file descriptor {self._fd})")
+            if done < size:  # a short write (e.g. over 2 GiB at once): resume byte-exactly
+                pieces = _unwritten(pieces, done)
+            size -= done
+
+
+def _unwritten(pieces: list[Any], done: int) -> list[memoryview]:
+    """What remains of ``pieces`` (bytes-like objects or PickleBuffers) after ``done`` bytes."""
+    views = [
+        p.raw() if isinstance(p, pickle.PickleBuffer) else memoryview(p).cast("B") for p in pieces
+    ]
+    i = 0
+    while done >= views[i].nbytes:
+        done -= views[i].nbytes
+        i += 1
+    return [views[i][done:], *views[i + 1 :]]
+
+
+def _dump(obj: Any, path: str | os.PathLike, protocol: int) -> None:
+    """Pickle ``obj`` into a new file at ``path`` (mode 0666 & ~umask) with few system calls."""
+    if not hasattr(os, "writev"):  # not on Windows
+        with open(path, "wb") as fh:
+            pickle.dump(obj, fh, protocol=protocol)
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        out = _GatheringWriter(fd)
+        pickle.dump(obj, out, protocol=protocol)
+        out.flush()
+    finally:
+        os.close(fd)
+
+
 def export_to_pickle(
     obj: Any,
     filepath: str | os.PathLike,
@@ -246,14 +316,13 @@ def export_to_pickle(
     if remote and not s3_upload:
         raise ExportError(f"{target}: writing to an s3:// URL needs s3_upload=True")
     if not remote:
-        with atomic_file(target) as tmp, open(tmp, "wb") as fh:
-            pickle.dump(obj, fh, protocol=protocol)
+        with atomic_file(target) as tmp:
+            _dump(obj, tmp, protocol)
         return target
     s3_utils.parse_s3_url(target)  # validate before pickling
     with tempfile.TemporaryDirectory(prefix="spikelab-upload-") as tmp:
         local = Path(tmp) / "upload.pkl"
-        with open(local, "wb") as fh:
-            pickle.dump(obj, fh, protocol=protocol)
+        _dump(obj, local, protocol)
         s3_utils.upload_to_s3(
             local,
             target,
