@@ -201,7 +201,7 @@ def _row(case: str, exp: list[dict], flo: list[dict]) -> str:
 
     return (
         f"{case:<14}{med(exp, 'seconds'):>10.3f}{med(exp, 'imports'):>10.3f}"
-        f"{med(flo, 'seconds'):>9.3f}{statistics.median(ratios):>7.2f}{spread:>13}"
+        f"{med(flo, 'seconds'):>9.3f}{statistics.median(ratios):>7.2f}{spread:>15}"
         f"{statistics.median(bare):>9.2f}{med(exp, 'rss_mb'):>8.0f}{med(flo, 'rss_mb'):>10.0f}"
         f"{med(exp, 'rss_loaded_mb'):>8.0f}{exp[0]['bytes'] / 1e6:>9.1f}"
     )
@@ -221,7 +221,7 @@ def main() -> None:
         f"{os.cpu_count()} cores"
     )
     header = (
-        f"{'format':<14}{'export s':>10}{'imports s':>10}{'floor s':>9}{'ratio':>7}{'range':>13}"
+        f"{'format':<14}{'export s':>10}{'imports s':>10}{'floor s':>9}{'ratio':>7}{'range':>15}"
         f"{'w/o imp':>9}{'RSS MB':>8}{'floor RSS':>10}{'loaded':>8}{'file MB':>9}"
     )
     print(header)

@@ -7,8 +7,9 @@ Usage::
 1. Generates ``--recordings`` small recordings (8-50 units, 10 s, fixed seed) and runs the
    workflow on them end to end (all default targets, verified, on every core), then, in the
    same run, a plain Python loop in one process that calls the same exporters on the same
-   inputs and reads every output back (what the workflow's verify jobs do). Prints the
-   overhead per output file = (workflow time - loop time) / number of output files.
+   inputs, reads every output back (what the workflow's verify jobs do) and draws each
+   recording's report figure (what its report jobs do). Prints the overhead per output file =
+   (workflow time - loop time) / number of output files.
    Then times a no-op rerun of that workflow (everything up to date).
 2. With ``--dag-recordings`` empty files (a dry run never opens them), times ``snakemake -n``,
    and, side by side, ``snakemake -n`` of a minimal Snakefile declaring the same batch jobs,
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import resource
 import shutil
 import subprocess
 import sys
@@ -71,8 +73,11 @@ def copy_workflow(dest: Path) -> Path:
 
 
 def snakemake(workdir: Path, *args: str) -> float:
+    """Run Snakemake in ``workdir``; return the wall time (s). The CPU time (s) of it and its
+    jobs is added to ``CPU["snakemake"]``."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # jobs use the bytecode cache, as on users' machines
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(
         [str(BIN / "snakemake"), *args, "--quiet", "all"],  # "all": what --quiet hides
@@ -82,15 +87,23 @@ def snakemake(workdir: Path, *args: str) -> float:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU["snakemake"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return seconds
+
+
+CPU: dict[str, float] = {}
 
 
 def plain_loop(pickles: list[Path], out: Path) -> tuple[float, int]:
-    """The same conversions and read-backs as the workflow, in one process; (seconds, files)."""
+    """The same conversions, read-backs and figures as the workflow, in one process;
+    (seconds, output files)."""
     from spikelab.data_loaders import data_exporters as ex
     from spikelab.data_loaders import data_loaders as ld
+    from spikelab.report.figures import draw_recording_figure
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     files = 0
     for p in pickles:
         sd = ld.load_spikedata_from_pickle(p)
@@ -107,7 +120,9 @@ def plain_loop(pickles: list[Path], out: Path) -> tuple[float, int]:
         ld.load_spikedata_from_kilosort(out / "kilosort" / name, 20000.0)
         ex.export_to_pickle(sd, out / "pickle" / f"{name}.pkl")
         ld.load_spikedata_from_pickle(out / "pickle" / f"{name}.pkl")
-        files += 5
+        draw_recording_figure(sd, name, out / "report" / f"{name}.png")
+        files += 6
+    CPU["loop"] = time.process_time() - cpu0
     return time.perf_counter() - t0, files
 
 
@@ -181,6 +196,22 @@ def set_inputs(workdir: Path, folder: str, **extra) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+def dry_run_at_scale(workdir: Path, n: int) -> None:
+    """Print the time of ``snakemake -n`` with ``n`` empty recordings (a dry run never opens
+    them) and of a bare Snakefile declaring the same files."""
+    dag = copy_workflow(workdir / "dag")
+    folder = dag / "empty"
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"rec{i:05d}.pkl").touch()
+    set_inputs(dag, "empty")
+    t_dry = snakemake(dag, "-n")
+    # 5 outputs + 1 report figure per recording, as in the workflow's default target
+    t_floor = snakemake_floor(workdir / "floor", folder, 100, 6)
+    print(f"{n} recordings: snakemake -n {t_dry:.1f} s")
+    print(f"  Snakemake alone, same declared files (6 per recording): {t_floor:.1f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recordings", type=int, default=1000)
@@ -195,25 +226,18 @@ def main() -> None:
     pickles = make_small_recordings(wd / "recordings", args.recordings)
     set_inputs(wd, "recordings")
     t_wf = snakemake(wd)
+    cpu_wf = CPU["snakemake"]
     t_noop_small = snakemake(wd)
     t_loop, files = plain_loop(pickles, args.workdir / "loop")
-    print(f"{args.recordings} recordings x 5 outputs = {files} files (+ verification)")
-    print(f"  workflow   {t_wf:8.1f} s")
-    print(f"  plain loop {t_loop:8.1f} s  (one process, one core)")
-    print(f"  overhead per output file: {(t_wf - t_loop) / files * 1000:.1f} ms")
+    print(f"{args.recordings} recordings x (5 outputs + 1 figure) = {files} files (+ verification)")
+    print(f"  workflow   {t_wf:8.1f} s  ({cpu_wf:.1f} s CPU, Snakemake and its jobs)")
+    print(f"  plain loop {t_loop:8.1f} s  ({CPU['loop']:.1f} s CPU; one process, one core)")
+    print(f"  overhead per output file: {(t_wf - t_loop) / files * 1000:.1f} ms wall clock")
+    print(f"  CPU overhead per output file: {(cpu_wf - CPU['loop']) / files * 1000:.1f} ms")
     print(f"  no-op rerun: {t_noop_small:.1f} s")
 
-    dag = copy_workflow(args.workdir / "dag")
-    folder = dag / "empty"
-    folder.mkdir()
-    for i in range(args.dag_recordings):
-        (folder / f"rec{i:05d}.pkl").touch()
-    set_inputs(dag, "empty")
-    t_dry = snakemake(dag, "-n")
-    # 5 outputs + 1 report figure per recording, as in the workflow's default target
-    t_floor = snakemake_floor(args.workdir / "floor", folder, 100, 6)
-    print(f"{args.dag_recordings} recordings: snakemake -n {t_dry:.1f} s")
-    print(f"  Snakemake alone, same declared files (6 per recording): {t_floor:.1f} s")
+    if args.dag_recordings:
+        dry_run_at_scale(args.workdir, args.dag_recordings)
 
     if args.noop_recordings:
         big = copy_workflow(args.workdir / "noop")
