@@ -204,6 +204,17 @@ def write_hdf5_times(dset, trains, unit: str, fs_Hz=None, offset_ms: float = 0.0
         write_hdf5_block(dset, start, values)
 
 
+def spikedata_or_load_error(where: str, train, **kwargs):
+    """``SpikeData(train, **kwargs)``; a constructor rejection becomes a LoadError naming
+    ``where`` (the file or folder read, and what was read of it)."""
+    from spikelab.spikedata.spikedata import InvalidSpikeDataError, SpikeData
+
+    try:
+        return SpikeData(train, **kwargs)
+    except InvalidSpikeDataError as exc:
+        raise LoadError(f"{where}: {exc}") from None
+
+
 def unit_to_ms(values: np.ndarray, unit: str, fs_Hz: float | None = None) -> np.ndarray:
     """Convert times in ``unit`` (ms, s or samples at ``fs_Hz`` Hz) to float64 ms."""
     values = np.asarray(values)

@@ -33,12 +33,13 @@ from spikelab.data_loaders._common import (
     convert_pieces,
     json_safe,
     ms_to_unit,
+    spikedata_or_load_error,
     unit_index_blocks,
     unit_to_ms,
     write_hdf5_block,
     write_hdf5_times,
 )
-from spikelab.spikedata.spikedata import InvalidSpikeDataError, SpikeData
+from spikelab.spikedata.spikedata import SpikeData
 
 __all__ = ["export_spikedata_to_hdf5", "load_spikedata_from_hdf5", "HDF5_STYLES"]
 
@@ -506,18 +507,16 @@ def load_spikedata_from_hdf5(
     if neuron_attributes is not None and len(neuron_attributes) != len(train):
         neuron_attributes = None
     clip_to_recording(train, start, length)
-    try:
-        return SpikeData(
-            train,
-            length=length,
-            start_time=start,
-            neuron_attributes=neuron_attributes,
-            metadata=metadata,
-            raw_data=raw_data,
-            raw_time=raw_time,
-        )
-    except InvalidSpikeDataError as exc:
-        raise LoadError(f"{path}: {exc}") from None
+    return spikedata_or_load_error(
+        path,
+        train,
+        length=length,
+        start_time=start,
+        neuron_attributes=neuron_attributes,
+        metadata=metadata,
+        raw_data=raw_data,
+        raw_time=raw_time,
+    )
 
 
 def _text(value: Any) -> str | None:

@@ -40,6 +40,7 @@ from spikelab.data_loaders._common import (
     convert_pieces,
     json_safe,
     ms_to_unit,
+    spikedata_or_load_error,
     unit_to_ms,
 )
 
@@ -565,7 +566,6 @@ def load_spikedata_from_kilosort(
     with spikes but no row are appended. Each unit's ``neuron_attributes`` hold its
     ``cluster_id``; the rest come from ``spikelab.json`` or, without it, the TSV columns.
     """
-    from spikelab.spikedata.spikedata import InvalidSpikeDataError, SpikeData
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -682,16 +682,14 @@ def load_spikedata_from_kilosort(
         )
     if sorted_ms.size and (lo < start or hi > end):
         np.clip(sorted_ms, start, end, out=sorted_ms)
-    try:
-        return SpikeData(
-            trains,
-            start_time=start,
-            length=length,
-            neuron_attributes=attrs,
-            metadata=metadata,
-        )
-    except InvalidSpikeDataError as exc:
-        raise LoadError(f"{folder}: invalid spike data: {exc}") from None
+    return spikedata_or_load_error(
+        f"{folder}: invalid spike data",
+        trains,
+        start_time=start,
+        length=length,
+        neuron_attributes=attrs,
+        metadata=metadata,
+    )
 
 
 def _unit_of_spike(clusters: np.ndarray, ids: list[int]) -> tuple[np.ndarray, list[int]]:

@@ -49,9 +49,10 @@ from spikelab.data_loaders._common import (
     atomic_file,
     check_fs,
     json_safe,
+    spikedata_or_load_error,
     write_hdf5_times,
 )
-from spikelab.spikedata.spikedata import InvalidSpikeDataError, SpikeData
+from spikelab.spikedata.spikedata import SpikeData
 
 __all__ = ["export_spikedata_to_nwb", "load_spikedata_from_nwb"]
 
@@ -862,17 +863,15 @@ def _assemble(parts: _Parts, length_ms: float | None, source: str) -> SpikeData:
     if length_ms is not None:
         length = length_ms
     trains = np.split(ms, ends[:-1]) if n else []
-    try:
-        return SpikeData(
-            trains,
-            N=n,
-            length=length,
-            start_time=start,
-            neuron_attributes=attrs,
-            metadata=metadata,
-        )
-    except InvalidSpikeDataError as exc:
-        raise LoadError(f"{source}: {exc}") from None
+    return spikedata_or_load_error(
+        source,
+        trains,
+        N=n,
+        length=length,
+        start_time=start,
+        neuron_attributes=attrs,
+        metadata=metadata,
+    )
 
 
 def _foreign_attributes(parts: _Parts, n: int) -> list[dict] | None:

@@ -148,19 +148,24 @@ def draw_batch(
     return rows
 
 
-def write_stats(rows: Sequence[dict[str, Any]], out_json: str | os.PathLike, *, batch: str):
-    """Write the numbers of one batch (from :func:`draw_batch`) to ``out_json`` atomically."""
+def _write_text(out: str | os.PathLike, text: str, n_rows: int) -> None:
+    """Write ``text`` to ``out`` atomically and log it (path, bytes, seconds, rows)."""
     t0 = time.perf_counter()
-    doc = {"batch": batch, "recordings": list(rows)}
-    with atomic_file(out_json) as tmp:
-        Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    with atomic_file(out) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
     log.info(
         "wrote %s (%d bytes, %.3f s): %d recordings",
-        out_json,
-        Path(out_json).stat().st_size,
+        out,
+        Path(out).stat().st_size,
         time.perf_counter() - t0,
-        len(rows),
+        n_rows,
     )
+
+
+def write_stats(rows: Sequence[dict[str, Any]], out_json: str | os.PathLike, *, batch: str):
+    """Write the numbers of one batch (from :func:`draw_batch`) to ``out_json`` atomically."""
+    doc = {"batch": batch, "recordings": list(rows)}
+    _write_text(out_json, json.dumps(doc, indent=1, allow_nan=False) + "\n", len(rows))
 
 
 def _number(value: Any, fmt: str = "") -> str:
@@ -270,18 +275,8 @@ def write_recordings_table(
         (out_tsv, "\n".join("\t".join(r) for r in [header, *rows]) + "\n"),
         (out_html, None if out_html is None else _html_table(header, rows, "Recordings")),
     ):
-        if out is None:
-            continue
-        t0 = time.perf_counter()
-        with atomic_file(out) as tmp:
-            Path(tmp).write_text(text, encoding="utf-8")
-        log.info(
-            "wrote %s (%d bytes, %.3f s): %d recordings",
-            out,
-            Path(out).stat().st_size,
-            time.perf_counter() - t0,
-            len(rows),
-        )
+        if out is not None:
+            _write_text(out, text, len(rows))
     return len(rows)
 
 
