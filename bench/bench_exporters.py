@@ -145,7 +145,7 @@ def child(mode: str, case: str, pickle_path: str, out: str) -> None:
     """Run in a fresh process: load, then time the export or the floor; print JSON."""
     import resource
 
-    from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
+    from spikelab.formats.pickle_io import load_spikedata_from_pickle
 
     sd = load_spikedata_from_pickle(pickle_path)
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

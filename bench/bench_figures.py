@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=HERE / "out")
     args = ap.parse_args()
     pkl = large_recording(args.workdir, args.units, args.seconds)
-    from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
+    from spikelab.formats.pickle_io import load_spikedata_from_pickle
 
     t0 = time.perf_counter()
     large = load_spikedata_from_pickle(pkl)

@@ -3,10 +3,12 @@
 
 from snakemake.exceptions import WorkflowError
 
+from spikelab.report.jobs import RESOURCES as FIGURE_RESOURCES, figure_params
+from spikelab.s3 import S3LocationError, check_bucket, is_s3_url
 from spikelab.workflow import WorkflowConfigError
-from spikelab.workflow.batches import export_mem_mb, export_runtime_min, plan_batches
+from spikelab.workflow.batches import plan_batches
+from spikelab.workflow.export import RecordingParams
 from spikelab.workflow.inputs import NAME_PATTERN, discover_recordings
-from spikelab.workflow.s3 import check_bucket, is_s3_url
 from spikelab.workflow.targets import RESULTS, selected_targets, targets_from_config
 
 
@@ -28,7 +30,7 @@ try:
     RECORDINGS = discover_recordings(config["inputs"])
     TARGETS = targets_from_config(config)
     SELECTED = selected_targets(config, TARGETS)
-except WorkflowConfigError as exc:
+except (WorkflowConfigError, S3LocationError) as exc:
     raise WorkflowError(str(exc)) from None
 
 BATCHES = plan_batches(RECORDINGS, config["batch_size"])
@@ -61,16 +63,9 @@ def exported_files(target, batch):
 
 
 def recordings_param(target, batch):
-    """(name, sample-sheet fs_Hz, sample-sheet NWB fields) per recording, where the target
-    uses them (so a sheet's subject columns re-run only the NWB exports)."""
-    return [
-        (
-            r.name,
-            r.fs_Hz if target.uses_fs else None,
-            dict(r.nwb) if target.format == "nwb" else {},
-        )
-        for r in batch.recordings
-    ]
+    """Per recording: its name, and the sample sheet's fs_Hz and writer options where the
+    target uses them (so a sheet's subject columns re-run only the NWB exports)."""
+    return [RecordingParams.for_target(target, r).as_params() for r in batch.recordings]
 
 
 def pickle_loading_param():
@@ -91,36 +86,37 @@ def verify_results(targets):
     return [t.verify_output(b.key) for t in targets for b in BATCHES]
 
 
-def mem_mb_for(fmt, batch):
-    """Resource function: memory (MB) of a batch job of format ``fmt``. Input sizes come from
-    discovery; asking Snakemake for ``input.size_files_mb`` instead costs a stat of every input
-    of every job on each dry run (a third of `snakemake -n` at 10 000 recordings)."""
+def mem_mb_for(model, batch):
+    """Resource function: memory (MB) of a batch job with resource ``model`` (a format's or
+    the report's). Input sizes come from discovery; asking Snakemake for
+    ``input.size_files_mb`` instead costs a stat of every input of every job on each dry run
+    (a third of `snakemake -n` at 10 000 recordings)."""
     sizes = batch.sizes_mb
     if sizes is None:  # not seen at discovery: let Snakemake measure
 
         def mem_mb(wildcards, input, attempt):
-            return export_mem_mb(fmt, input.size_files_mb, attempt)
+            return model.mem_mb(input.size_files_mb, attempt)
 
     else:
 
         def mem_mb(wildcards, attempt):
-            return export_mem_mb(fmt, sizes, attempt)
+            return model.mem_mb(sizes, attempt)
 
     return mem_mb
 
 
-def runtime_for(fmt, batch):
-    """Resource function: wall time (min) of a batch job of format ``fmt``."""
+def runtime_for(model, batch):
+    """Resource function: wall time (min) of a batch job with resource ``model``."""
     sizes = batch.sizes_mb
     if sizes is None:
 
         def runtime(wildcards, input, attempt):
-            return export_runtime_min(fmt, input.size_files_mb, attempt)
+            return model.runtime_min(input.size_files_mb, attempt)
 
     else:
 
         def runtime(wildcards, attempt):
-            return export_runtime_min(fmt, sizes, attempt)
+            return model.runtime_min(sizes, attempt)
 
     return runtime
 
@@ -156,8 +152,8 @@ def report_figures(batch):
 
 
 def report_recordings_param(batch):
-    """(name, sample-sheet session_start_time or None) per recording, for the figure titles."""
-    return [(r.name, dict(r.nwb).get("session_start_time")) for r in batch.recordings]
+    """Per recording: its name and the sample sheet's session_start_time (figure titles)."""
+    return [figure_params(r.name, r.sheet_options) for r in batch.recordings]
 
 
 def report_all_stats():

@@ -27,8 +27,8 @@ for batch in BATCHES:
             CONDA_ENV
         threads: 1
         resources:
-            mem_mb=mem_mb_for("report", batch),
-            runtime=runtime_for("report", batch),
+            mem_mb=mem_mb_for(FIGURE_RESOURCES, batch),
+            runtime=runtime_for(FIGURE_RESOURCES, batch),
         params:
             recordings=report_recordings_param(batch),
             batch=batch.key,

@@ -22,8 +22,8 @@ for target in TARGETS:
                 CONDA_ENV
             threads: 1
             resources:
-                mem_mb=mem_mb_for(target.format, batch),
-                runtime=runtime_for(target.format, batch),
+                mem_mb=mem_mb_for(target.spec.resources, batch),
+                runtime=runtime_for(target.spec.resources, batch),
             params:
                 target=target.as_params(),
                 recordings=recordings_param(target, batch),

@@ -1,6 +1,6 @@
-"""Snakemake script: convert one batch of recordings with the exporter of the rule's format."""
+"""Snakemake script: convert one batch of recordings with the writer of the rule's format."""
 
-from spikelab.workflow.runner import run_export_job
+from spikelab.workflow.export import run_export_job
 
 run_export_job(
     target=snakemake.params.target,
@@ -8,7 +8,7 @@ run_export_job(
     outputs=snakemake.output.files,
     recordings=snakemake.params.recordings,
     default_fs_Hz=snakemake.params.fs_Hz,
-    on_bad_recording=snakemake.config["on_bad_recording"],
+    on_bad_recording=snakemake.params.on_bad_recording,
     log_path=snakemake.log[0],
     pickle_loading=snakemake.params.pickle_loading,
 )

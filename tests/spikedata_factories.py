@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
+from spikelab.formats.pickle_io import load_spikedata_from_pickle
 from spikelab.spikedata import SpikeData
 
 DATA = Path(__file__).parent / "data"

@@ -73,7 +73,7 @@ def test_each_corpus_file_loads_or_gives_one_error_naming_file_and_fault(
 
 
 def test_the_loader_error_types_are_what_the_workflow_treats_as_bad_data():
-    from spikelab.workflow.runner import DATA_FAULTS
+    from spikelab.jobs import DATA_FAULTS
 
     assert issubclass(UnsafePickleError, DATA_FAULTS) and issubclass(LoadError, DATA_FAULTS)
 
@@ -285,7 +285,7 @@ def test_a_full_disk_fails_the_export_and_keeps_the_previous_output(tmp_path, bi
     code = textwrap.dedent(
         f"""
         from spikelab.data_loaders import data_exporters as ex
-        from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
+        from spikelab.formats.pickle_io import load_spikedata_from_pickle
         sd = load_spikedata_from_pickle({str(big_pickle)!r})
         out = {str(out)!r}
         {_EXPORT_CALLS[fmt]}

@@ -69,7 +69,7 @@ def test_sigkill_at_random_points_never_corrupts_the_final_output(tmp_path, larg
         f"""
         import sys
         from spikelab.data_loaders import data_exporters as ex
-        from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
+        from spikelab.formats.pickle_io import load_spikedata_from_pickle
         sd = load_spikedata_from_pickle({str(pkl)!r})
         out = {str(out)!r}
         print("ready", flush=True)

@@ -217,7 +217,7 @@ def test_failed_export_keeps_the_previous_file_and_leaves_no_temporary(tmp_path,
     path = tmp_path / "out.h5"
     export_spikedata_to_hdf5(SpikeData([[1.0]]), path)
     before = path.read_bytes()
-    import spikelab.data_loaders.hdf5 as hdf5
+    import spikelab.formats.hdf5 as hdf5
 
     def boom(*a, **k):
         raise OSError("disk full (simulated)")
@@ -326,15 +326,16 @@ def _blocky_recording():
 @pytest.mark.parametrize("style", ["ragged", "paired", "group"])
 @pytest.mark.parametrize("unit", ["ms", "s", "samples"])
 def test_tiny_blocks_write_the_same_file_and_exact_values(tmp_path, monkeypatch, style, unit):
-    import spikelab.data_loaders._common as common
+    import spikelab.formats.streaming as streaming
+    from spikelab.formats.time_units import ms_to_unit
 
     sd = _blocky_recording()
     kwargs = {"style": style, "fs_Hz": FS, UNIT_KW[style]: unit}
     export_spikedata_to_hdf5(sd, tmp_path / "whole.h5", **kwargs)
-    monkeypatch.setattr(common, "BLOCK_SPIKES", 7)
+    monkeypatch.setattr(streaming, "BLOCK_SPIKES", 7)
     export_spikedata_to_hdf5(sd, tmp_path / "blocks.h5", **kwargs)
     assert (tmp_path / "blocks.h5").read_bytes() == (tmp_path / "whole.h5").read_bytes()
-    expected = [common.ms_to_unit(t, unit, FS) for t in sd.train]
+    expected = [ms_to_unit(t, unit, FS) for t in sd.train]
     with h5py.File(tmp_path / "blocks.h5", "r") as f:
         if style == "group":
             written = [f["units"][str(i)][()] for i in range(sd.N)]
@@ -352,7 +353,8 @@ def test_tiny_blocks_write_the_same_file_and_exact_values(tmp_path, monkeypatch,
 @pytest.mark.parametrize("block", [1, 2, 7, 1000])
 @pytest.mark.parametrize("unit", ["ms", "s", "samples"])
 def test_converted_blocks_match_ms_to_unit_bit_for_bit(block, unit):
-    from spikelab.data_loaders._common import converted_blocks, ms_to_unit
+    from spikelab.formats.streaming import converted_blocks
+    from spikelab.formats.time_units import ms_to_unit
 
     rng = np.random.default_rng(block)
     train = [rng.uniform(-50.0, 5e6, n) for n in (0, 1, 2500, 0, 9, 0)]

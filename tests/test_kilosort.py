@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from spikedata_factories import FIXTURES, SYNTHETIC, assert_same_trains, fixture, synthetic
 
-from spikelab.data_loaders import kilosort
 from spikelab.data_loaders.data_exporters import ExportError, export_spikedata_to_kilosort
 from spikelab.data_loaders.data_loaders import LoadError, load_spikedata_from_kilosort
+from spikelab.formats import time_order
+from spikelab.formats.kilosort import write as kilosort_write
 from spikelab.spikedata import SpikeData
 
 FS = 20000.0
@@ -501,7 +502,7 @@ def test_failure_mid_export_keeps_the_old_folder_and_leaves_no_temporary(tmp_pat
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(kilosort, "_write_cluster_tables", boom)
+    monkeypatch.setattr(kilosort_write, "_write_cluster_tables", boom)
     with pytest.raises(OSError, match="disk full"):
         _export(fixture("empty_units"), tmp_path / "ks")
     assert {p.name: p.read_bytes() for p in (tmp_path / "ks").iterdir()} == before
@@ -648,7 +649,7 @@ def test_time_windows_of_any_size_give_the_stable_global_order(
     sd = _tied_recording()
     sd.train[2] = sd.train[2][::-1].copy()  # a unit mutated out of order after construction
     if window:
-        monkeypatch.setattr(kilosort, "_WINDOW_SPIKES", window)
+        monkeypatch.setattr(time_order, "WINDOW_SPIKES", window)
     _export(sd, tmp_path / "ks", fs_Hz=1000.0, time_unit=time_unit, cluster_ids=range(50, 60))
     times, index = _reference_order(sd, 1000.0, time_unit)
     got = np.load(tmp_path / "ks" / "spike_times.npy")
@@ -661,7 +662,7 @@ def test_time_windows_of_any_size_give_the_stable_global_order(
 def test_tiny_windows_write_the_same_folder_as_the_default(tmp_path, monkeypatch):
     sd = synthetic("many_units")
     _export(sd, tmp_path / "default")
-    monkeypatch.setattr(kilosort, "_WINDOW_SPIKES", 3)
+    monkeypatch.setattr(time_order, "WINDOW_SPIKES", 3)
     _export(sd, tmp_path / "tiny")
     for path in sorted((tmp_path / "default").iterdir()):
         assert (tmp_path / "tiny" / path.name).read_bytes() == path.read_bytes(), path.name

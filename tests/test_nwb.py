@@ -16,9 +16,9 @@ import h5py
 import numpy as np
 import pytest
 
-from spikelab.data_loaders._common import ExportError, LoadError
-from spikelab.data_loaders.nwb import export_spikedata_to_nwb, load_spikedata_from_nwb
-from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
+from spikelab.formats.errors import ExportError, LoadError
+from spikelab.formats.nwb import export_spikedata_to_nwb, load_spikedata_from_nwb
+from spikelab.formats.pickle_io import load_spikedata_from_pickle
 from spikelab.spikedata import SpikeData
 
 DATA = Path(__file__).parent / "data"
@@ -224,14 +224,14 @@ def test_unsorted_unit_is_written_sorted(tmp_path):
 def test_spike_times_written_in_tiny_blocks_are_exact_and_valid(
     tmp_path, monkeypatch, compression, start
 ):
-    import spikelab.data_loaders._common as common
+    import spikelab.formats.streaming as streaming
 
     rng = np.random.default_rng(4)
     sizes = [0, 3, 4, 0, 7, 0, 15, 2, 0, 5, 0]  # block 7: empty units at edges, a long unit
     train = [np.sort(rng.uniform(start, start + 900.0, n)) for n in sizes]
     sd = SpikeData(train, length=1000.0, start_time=start, metadata={"fs_Hz": 20000.0})
     export(sd, tmp_path / "a" / "rec.nwb", compression=compression)
-    monkeypatch.setattr(common, "BLOCK_SPIKES", 7)
+    monkeypatch.setattr(streaming, "BLOCK_SPIKES", 7)
     path = export(sd, tmp_path / "b" / "rec.nwb", compression=compression)
     with h5py.File(path, "r") as f, h5py.File(tmp_path / "a" / "rec.nwb", "r") as whole:
         times = f["units/spike_times"][()]
@@ -455,8 +455,8 @@ def test_plain_layout_export_and_module_import_never_import_pynwb(tmp_path):
         "import spikelab.data_loaders.data_exporters, spikelab.data_loaders.data_loaders\n"
         "assert 'pynwb' not in sys.modules and 'hdmf' not in sys.modules\n"
         "from spikelab.spikedata import SpikeData\n"
-        "from spikelab.data_loaders.nwb import export_spikedata_to_nwb as e\n"
-        "from spikelab.data_loaders.nwb import load_spikedata_from_nwb as r\n"
+        "from spikelab.formats.nwb import export_spikedata_to_nwb as e\n"
+        "from spikelab.formats.nwb import load_spikedata_from_nwb as r\n"
         "warnings.simplefilter('ignore')\n"
         f"p = {str(tmp_path / 'plain.h5')!r}\n"
         "e(SpikeData([[1.0, 2.0]], length=3.0), p, group='spikes')\n"
@@ -518,7 +518,7 @@ import os, resource, signal, sys, warnings
 import numpy as np
 import h5py, pynwb  # imported before the size limit
 from spikelab.spikedata import SpikeData
-from spikelab.data_loaders.nwb import export_spikedata_to_nwb
+from spikelab.formats.nwb import export_spikedata_to_nwb
 
 warnings.simplefilter("ignore")
 target, group = sys.argv[1], sys.argv[2]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import copy_workflow, run_snakemake
 
-from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
+from spikelab.formats.pickle_io import load_spikedata_from_pickle
 from spikelab.workflow.inputs import recordings_from_sample_sheet
 
 pytestmark = pytest.mark.slow

@@ -204,7 +204,7 @@ def _many_pieces_recording(n_units=3000):
 
 @pytest.mark.parametrize("protocol", [None, 2, 4])
 def test_export_writes_the_bytes_of_pickle_dumps_in_few_calls(tmp_path, monkeypatch, protocol):
-    import spikelab.data_loaders.pickle_io as pickle_io
+    import spikelab.formats.pickle_io as pickle_io
 
     sd = _many_pieces_recording()
     calls = []
@@ -223,7 +223,7 @@ def test_export_writes_the_bytes_of_pickle_dumps_in_few_calls(tmp_path, monkeypa
 
 
 def test_short_writes_resume_at_the_exact_byte(tmp_path, monkeypatch):
-    import spikelab.data_loaders.pickle_io as pickle_io
+    import spikelab.formats.pickle_io as pickle_io
 
     def short_writev(fd, pieces):  # writes a third of what it is given, at least one byte
         data = b"".join(bytes(pickle_io._unwritten([p], 0)[0]) for p in pieces)

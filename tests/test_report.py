@@ -78,7 +78,7 @@ def test_figure_job_logs_one_info_line_per_file_with_path_size_and_seconds(tmp_p
     names = ["small", "neg_start"]
     figures = [str(tmp_path / "fig" / f"{n}.png") for n in names]
     rows = run_figures_job(
-        recordings=[(n, None) for n in names],
+        recordings=[{"recording": n} for n in names],
         sources=_pickles(tmp_path, names),
         figures=figures,
         stats_json=str(tmp_path / "stats.json"),
@@ -111,7 +111,7 @@ def test_unreadable_recording_gets_a_figure_saying_so_and_no_numbers(tmp_path):
     names = ["bad", "small"]
     figures = [str(tmp_path / f"{n}.png") for n in names]
     rows = run_figures_job(
-        recordings=[(n, None) for n in names],
+        recordings=[{"recording": n} for n in names],
         sources=_pickles(tmp_path, names, bad={"bad"}),
         figures=figures,
         stats_json=str(tmp_path / "stats.json"),
@@ -132,7 +132,7 @@ def test_unreadable_recording_fails_the_job_with_on_bad_recording_fail(tmp_path)
         FigureBatchError, match=r"(?s)1 of 2 recordings could not be read.*bad\.pkl"
     ):
         run_figures_job(
-            recordings=[(n, None) for n in names],
+            recordings=[{"recording": n} for n in names],
             sources=_pickles(tmp_path, names, bad={"bad"}),
             figures=[str(tmp_path / f"{n}.png") for n in names],
             stats_json=str(tmp_path / "stats.json"),
@@ -145,7 +145,7 @@ def test_unreadable_recording_fails_the_job_with_on_bad_recording_fail(tmp_path)
 
 
 def test_pickles_the_user_trusts_are_read_with_the_configured_opt_ins(tmp_path):
-    from spikelab.data_loaders.pickle_io import export_to_pickle
+    from spikelab.formats.pickle_io import export_to_pickle
     from spikelab.spikedata import SpikeData
 
     source = tmp_path / "counted.pkl"

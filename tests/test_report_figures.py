@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
+from spikelab.formats.pickle_io import load_spikedata_from_pickle
 from spikelab.report.figures import (
     FigureError,
     binned_counts,

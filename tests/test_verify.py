@@ -10,11 +10,16 @@ import numpy as np
 import pytest
 
 from spikelab.data_loaders import data_exporters
-from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
+from spikelab.formats.pickle_io import load_spikedata_from_pickle
+from spikelab.jobs import write_failure_stub
 from spikelab.spikedata import SpikeData
-from spikelab.workflow.runner import ExportItem, write_failure_stub
 from spikelab.workflow.targets import Target, targets_from_config
-from spikelab.workflow.verify import compare_spikedata, verify_batch, verify_recording
+from spikelab.workflow.verify import (
+    VerifyItem,
+    compare_spikedata,
+    verify_batch,
+    verify_recording,
+)
 
 DATA = Path(__file__).parent / "data"
 EXPORTERS = {
@@ -116,9 +121,16 @@ def test_every_target_round_trips_within_its_tolerance(tmp_path, name, recording
 def test_a_failure_stub_is_reported_as_export_failed(tmp_path):
     for name in ("nwb", "kilosort"):
         target = TARGETS[name]
-        item = ExportItem("bad", "in/bad.pkl", str(tmp_path / Path(target.output("bad")).name))
-        write_failure_stub(item, target, "LoadError: in/bad.pkl: truncated")
-        r = verify_recording(target, "bad", "in/bad.pkl", item.output)
+        output = str(tmp_path / Path(target.output("bad")).name)
+        write_failure_stub(
+            output,
+            is_dir=target.is_dir,
+            recording="bad",
+            source="in/bad.pkl",
+            target=target.name,
+            error="LoadError: in/bad.pkl: truncated",
+        )
+        r = verify_recording(target, "bad", "in/bad.pkl", output)
         assert r["status"] == "export_failed" and not r["ok"]
         assert r["message"] == "LoadError: in/bad.pkl: truncated"
 
@@ -150,7 +162,7 @@ def test_verify_batch_writes_one_json_with_a_result_per_recording(tmp_path):
     for name in ("small", "neg_start"):
         out = tmp_path / f"{name}.pkl"
         shutil.copy(DATA / f"{name}.pkl", out)
-        items.append((name, str(DATA / f"{name}.pkl"), str(out), None))
+        items.append(VerifyItem(name, str(DATA / f"{name}.pkl"), str(out)))
     doc = verify_batch(target, items, str(tmp_path / "v" / "b.json"), batch="b")
     on_disk = json.loads((tmp_path / "v" / "b.json").read_text())
     assert on_disk == doc

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import BIN, REPO, copy_workflow, run_snakemake
 
-from spikelab.data_loaders.pickle_io import export_to_pickle, load_spikedata_from_pickle
+from spikelab.formats.pickle_io import export_to_pickle, load_spikedata_from_pickle
 from spikelab.workflow.batches import plan_batches
 from spikelab.workflow.inputs import Recording
 from spikelab.workflow.summary import read_summary

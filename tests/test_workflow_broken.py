@@ -29,7 +29,7 @@ import yaml
 from broken_corpus import BY_NAME, CASES, FS, good, sentinels, write_corpus
 from conftest import BIN, copy_workflow, run_snakemake
 
-from spikelab.data_loaders.pickle_io import export_to_pickle
+from spikelab.formats.pickle_io import export_to_pickle
 from spikelab.spikedata import SpikeData
 from spikelab.workflow.summary import read_summary
 from spikelab.workflow.targets import selected_targets, targets_from_config
@@ -241,16 +241,21 @@ def test_s3_failures_name_the_url_never_the_keys(tmp_path):
     (wd / "in").mkdir()
     export_to_pickle(good(), wd / "in" / "rec.pkl")
     dead = f"http://127.0.0.1:{_free_port()}"
-    configure(
+    configure(wd, inputs=local_inputs("in"), formats=["pickle"])
+    upload = smk(
         wd,
-        inputs=local_inputs("in"),
-        formats=["pickle"],
-        pickle={"s3_prefix": "s3://spikelab-bucket/run1", "s3_endpoint_url": dead},
+        CHECK,
+        "--cores",
+        "1",
+        "--default-storage-provider",
+        "s3",
+        "--default-storage-prefix",
+        "s3://spikelab-bucket/run1",
+        env={**FAKE_SECRETS, "SNAKEMAKE_STORAGE_S3_ENDPOINT_URL": dead},
     )
-    upload = smk(wd, CHECK, "--cores", "1", env=FAKE_SECRETS)
     assert upload.returncode != 0
     out = upload.stdout + upload.stderr
-    assert "upload to s3://spikelab-bucket/run1/rec.pkl failed" in out, out[-3000:]
+    assert "--default-storage-prefix s3://spikelab-bucket/run1: cannot reach S3" in out, out[-3000:]
     # an S3 input prefix is listed at parse time: the error names the URL, not the keys
     configure(
         wd, inputs={"directory": "s3://spikelab-bucket/in/", "glob": None, "sample_sheet": None}

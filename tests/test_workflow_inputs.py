@@ -8,12 +8,8 @@ import string
 
 import pytest
 
-from spikelab.workflow.batches import (
-    batch_key,
-    export_mem_mb,
-    export_runtime_min,
-    plan_batches,
-)
+from spikelab.formats import get_format
+from spikelab.workflow.batches import batch_key, plan_batches
 from spikelab.workflow.inputs import (
     NAME_PATTERN,
     InputError,
@@ -139,8 +135,12 @@ def test_sample_sheet_nwb_columns_reach_the_recording_and_empty_cells_are_skippe
         "beta\tb.pkl\t\tMus musculus\t\n"
     )
     alpha, beta = recordings_from_sample_sheet(sheet)
-    assert dict(alpha.nwb) == {"subject_id": "m1", "species": "Mus musculus", "age": "P90D"}
-    assert dict(beta.nwb) == {"species": "Mus musculus"}
+    assert dict(alpha.sheet_options) == {
+        "subject_id": "m1",
+        "species": "Mus musculus",
+        "age": "P90D",
+    }
+    assert dict(beta.sheet_options) == {"species": "Mus musculus"}
 
 
 @pytest.mark.parametrize(
@@ -235,21 +235,26 @@ def test_adding_or_removing_a_recording_changes_only_its_own_batch(seed):
     assert 1 <= len(changed) <= 2  # its batch (merged into the previous one if it led it)
 
 
-def test_batch_keys_are_unique_identifiers():
+def test_batch_keys_are_unique_identifiers_of_the_membership_not_a_name():
     names = ["a-b", "a_b", "a.b", "9lives", "x+y"]
     batches = plan_batches([Recording(n, n) for n in names], 1)
     keys = [b.key for b in batches]
     assert len(set(keys)) == len(keys)
     assert all(f"export_{k}".isidentifier() for k in keys)
-    assert batch_key("x+y.z-1") == "x_y_z_1"
+    assert all(re.fullmatch(r"b[0-9a-f]{10}", k) for k in keys)
+    assert not any(n.replace("-", "_") in k for n in names for k in keys)
+    assert batch_key(["b", "a"]) == batch_key(["a", "b"]) != batch_key(["a", "b", "c"])
+    (batch,) = plan_batches([Recording(n, n) for n in ("b", "a")], 100)
+    assert batch.key == batch_key(["a", "b"])
 
 
 def test_resources_scale_with_input_size_and_attempt():
-    assert export_mem_mb("hdf5", [1.0, 100.0]) == 350 + 600
-    assert export_mem_mb("hdf5", [1.0, 100.0], attempt=2) == 2 * (350 + 600)
-    assert export_mem_mb("nwb", []) == 500
-    assert export_runtime_min("hdf5", [10.0] * 50) == 20  # (60 + 2 * 50 + 2 * 500) s
-    assert export_runtime_min("nwb", [10.0] * 50, attempt=2) == 78
+    hdf5, nwb = get_format("hdf5").resources, get_format("nwb").resources
+    assert hdf5.mem_mb([1.0, 100.0]) == 350 + 600
+    assert hdf5.mem_mb([1.0, 100.0], attempt=2) == 2 * (350 + 600)
+    assert nwb.mem_mb([]) == 500
+    assert hdf5.runtime_min([10.0] * 50) == 20  # (60 + 2 * 50 + 2 * 500) s
+    assert nwb.runtime_min([10.0] * 50, attempt=2) == 78
     with pytest.raises(ValueError, match="batch_size"):
         plan_batches([], 0)
 

@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 
 from spikelab.data_loaders import data_exporters
+from spikelab.jobs import STUB_MARKER, read_failure_stub
 from spikelab.workflow import WorkflowConfigError
-from spikelab.workflow.runner import (
-    STUB_MARKER,
+from spikelab.workflow.export import (
     BatchExportError,
     ExportItem,
     export_batch,
-    read_failure_stub,
     run_export_job,
 )
 from spikelab.workflow.summary import (
@@ -57,7 +56,7 @@ def test_each_file_written_gets_one_info_line_with_path_size_and_seconds(tmp_pat
         target=target.as_params(),
         sources=[i.source for i in items],
         outputs=[i.output for i in items],
-        recordings=[(i.recording, None) for i in items],
+        recordings=[{"recording": i.recording} for i in items],
         default_fs_Hz=None,
         on_bad_recording="continue",
         log_path=str(log_path),
@@ -135,14 +134,14 @@ def test_export_jobs_import_no_heavy_library_they_do_not_need(tmp_path, fmt):
     out = tmp_path / "out"
     code = f"""
 import sys
-from spikelab.workflow.runner import run_export_job
+from spikelab.workflow.export import run_export_job
 from spikelab.workflow.verify import run_verify_job
 t = {{"name": "{fmt}", "format": "{fmt}", "options": {opts!r}}}
 run_export_job(target=t, sources=[{str(DATA / "small.pkl")!r}], outputs=[{str(out)!r}],
-               recordings=[("small", None)], default_fs_Hz=20000.0,
+               recordings=[{{"recording": "small"}}], default_fs_Hz=20000.0,
                on_bad_recording="continue", log_path=None)
 doc = run_verify_job(target=t, sources=[{str(DATA / "small.pkl")!r}], outputs=[{str(out)!r}],
-                     recordings=[("small", None)], default_fs_Hz=20000.0, batch="b",
+                     recordings=[{{"recording": "small"}}], default_fs_Hz=20000.0, batch="b",
                      out_json={str(tmp_path / "v.json")!r}, log_path=None)
 assert doc["ok"], doc
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in
@@ -163,13 +162,13 @@ def test_targets_keep_only_the_options_their_style_uses():
         },
         "nwb": {"session_description": "rec {recording}", "lab": None},
         "kilosort": {"time_unit": "samples"},
-        "pickle": {"protocol": 4, "s3_prefix": None, "s3_endpoint_url": "http://x"},
+        "pickle": {"protocol": 4},
         "formats": ["hdf5", "pickle"],
     }
     targets = {t.name: t for t in targets_from_config(config)}
     assert targets["hdf5/ragged"].options == {"style": "ragged", "spike_times_unit": "ms"}
     assert targets["hdf5/raster"].options == {"style": "raster", "raster_bin_size_ms": 1.0}
-    assert targets["pickle"].options == {"protocol": 4}  # no S3 options without a prefix
+    assert targets["pickle"].options == {"protocol": 4}
     assert targets["nwb"].exporter_kwargs("small", 30000.0) == {
         "session_description": "rec small",
         "lab": None,

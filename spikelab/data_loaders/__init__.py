@@ -1,4 +1,2 @@
-"""Exporters, loaders and safe pickle loading for SpikeData.
-
-Public modules: ``data_exporters`` (write), ``data_loaders`` (read back), ``s3_utils``.
-"""
+"""SpikeLab's public import paths, kept as thin facades over :mod:`spikelab.formats` and
+:mod:`spikelab.s3`: ``data_exporters`` (write), ``data_loaders`` (read back), ``s3_utils``."""

@@ -1,10 +1,12 @@
-"""Read SpikeData (times in ms) back from every format the exporters write."""
+"""SpikeLab's ``spikelab.data_loaders.data_loaders``: read SpikeData (times in ms) back from every
+format the exporters write. Each format's reader lives in its module under
+:mod:`spikelab.formats`."""
 
-from spikelab.data_loaders._common import LoadError
-from spikelab.data_loaders.hdf5 import load_spikedata_from_hdf5
-from spikelab.data_loaders.kilosort import load_spikedata_from_kilosort
-from spikelab.data_loaders.nwb import load_spikedata_from_nwb
-from spikelab.data_loaders.pickle_io import UnsafePickleError, load_spikedata_from_pickle
+from spikelab.formats.errors import LoadError
+from spikelab.formats.hdf5 import load_spikedata_from_hdf5
+from spikelab.formats.kilosort import load_spikedata_from_kilosort
+from spikelab.formats.nwb import load_spikedata_from_nwb
+from spikelab.formats.pickle_io import UnsafePickleError, load_spikedata_from_pickle
 
 __all__ = [
     "LoadError",

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from spikelab.data_loaders._common import atomic_file
+from spikelab.formats.atomic import atomic_file
 from spikelab.spikedata.spikedata import SpikeData
 
 __all__ = [

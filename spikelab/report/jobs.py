@@ -27,13 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from spikelab.data_loaders._common import atomic_file
-from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
+from spikelab.formats.atomic import atomic_file
+from spikelab.formats.registry import ResourceModel
+from spikelab.jobs import BatchError, Fault, for_each_recording, load_source, setup_logging
 
 __all__ = [
     "STAT_COLUMNS",
+    "RESOURCES",
     "FigureBatchError",
     "FigureItem",
+    "figure_params",
     "draw_batch",
     "write_stats",
     "recordings_table",
@@ -64,10 +67,11 @@ STAT_HEADINGS = (
     "empty units",
     "start (ms)",
 )
-ON_BAD_RECORDING = ("continue", "fail")
+#: What a figure job asks a scheduler for (matplotlib; one recording in memory at a time).
+RESOURCES = ResourceModel(base_mem_mb=400)
 
 
-class FigureBatchError(RuntimeError):
+class FigureBatchError(BatchError):
     """Some recordings of a batch could not be read (``on_bad_recording="fail"``)."""
 
 
@@ -80,6 +84,12 @@ class FigureItem:
     source: str
     figure: str
     session_start_time: str | None = None
+
+
+def figure_params(name: str, sheet_options: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The per-recording params of a figure job: the name and, for the title, the sample
+    sheet's ``session_start_time`` (ISO 8601) or None."""
+    return {"recording": name, "session_start_time": dict(sheet_options).get("session_start_time")}
 
 
 def draw_batch(
@@ -97,35 +107,14 @@ def draw_batch(
     ``allow_globals``) for sources the user trusts; default: the restricted loader.
     """
     from spikelab.report.figures import draw_failure_figure, draw_recording_figure
-    from spikelab.workflow.runner import DATA_FAULTS, describe_error
 
-    if on_bad_recording not in ON_BAD_RECORDING:
-        raise ValueError(
-            f"on_bad_recording must be one of {ON_BAD_RECORDING}, got {on_bad_recording!r}"
-        )
-    loading = {k: v for k, v in (pickle_loading or {}).items() if k in ("trusted", "allow_globals")}
-    rows: list[dict[str, Any]] = []
-    bad: list[str] = []
-    for item in items:
-        recording, source, png = item.recording, item.source, item.figure
+    def draw(item: FigureItem) -> dict[str, Any]:
         t0 = time.perf_counter()
-        try:
-            sd = load_spikedata_from_pickle(source, **loading)
-        except DATA_FAULTS as exc:
-            error = describe_error(exc)
-            if source not in error:
-                error = f"{source}: {error}"
-            log.error("cannot read %s: %s", recording, error)
-            bad.append(f"{recording}: {error}")
-            row = {"recording": recording, "source": source, "figure": png}
-            rows.append({**row, "status": "unreadable", "message": error})
-            if on_bad_recording == "continue":
-                size = draw_failure_figure(recording, png, error)
-                seconds = time.perf_counter() - t0
-                log.info("wrote %s (%d bytes, %.3f s): cannot be read", png, size, seconds)
-            continue
+        sd = load_source(item.source, pickle_loading)
         t_read = time.perf_counter() - t0
-        res = draw_recording_figure(sd, recording, png, session_start_time=item.session_start_time)
+        res = draw_recording_figure(
+            sd, item.recording, item.figure, session_start_time=item.session_start_time
+        )
         log.info(
             "wrote %s (%d bytes, %.3f s): %s, %d units, %d spikes (read %s in %.3f s)",
             res.path,
@@ -134,18 +123,34 @@ def draw_batch(
             res.mode,
             res.stats.n_units,
             res.stats.n_spikes,
-            source,
+            item.source,
             t_read,
         )
-        row = {"recording": recording, "source": source, "figure": png}
-        rows.append({**row, "status": "ok", "message": "", "mode": res.mode})
-        rows[-1].update(res.stats.as_dict())
-    if bad and on_bad_recording == "fail":
-        raise FigureBatchError(
-            f"{len(bad)} of {len(items)} recordings could not be read (on_bad_recording: "
-            "fail):\n  - " + "\n  - ".join(bad)
-        )
-    return rows
+        row = {"recording": item.recording, "source": item.source, "figure": item.figure}
+        return {**row, "status": "ok", "message": "", "mode": res.mode, **res.stats.as_dict()}
+
+    def unreadable(item: FigureItem, fault: Fault, keep_going: bool) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        log.error("cannot read %s: %s", item.recording, fault.error)
+        if keep_going:
+            size = draw_failure_figure(item.recording, item.figure, fault.error)
+            seconds = time.perf_counter() - t0
+            log.info("wrote %s (%d bytes, %.3f s): cannot be read", item.figure, size, seconds)
+        row = {"recording": item.recording, "source": item.source, "figure": item.figure}
+        return {**row, "status": "unreadable", "message": fault.error}
+
+    def context(item: FigureItem) -> str:
+        return f"while drawing {item.figure} from {item.source}"
+
+    return for_each_recording(
+        items,
+        draw,
+        on_fault=unreadable,
+        on_bad_recording=on_bad_recording,
+        context=context,
+        failed="{bad} of {total} recordings could not be read",
+        error_type=FigureBatchError,
+    )
 
 
 def _write_text(out: str | os.PathLike, text: str, n_rows: int) -> None:
@@ -282,7 +287,7 @@ def write_recordings_table(
 
 def run_figures_job(
     *,
-    recordings: Sequence[tuple[str, str | None]],
+    recordings: Sequence[Mapping[str, Any]],
     sources: Sequence[str],
     figures: Sequence[str],
     stats_json: str,
@@ -293,18 +298,17 @@ def run_figures_job(
 ) -> list[dict[str, Any]]:
     """Entry point of ``scripts/report_figures.py``: draw one batch and write its numbers.
 
-    ``recordings`` holds ``(name, session start time or None)`` per source, in order.
+    ``recordings`` holds one mapping per source, in order: ``recording`` (the name) and
+    ``session_start_time`` (ISO 8601 or None).
     """
-    from spikelab.workflow.runner import setup_logging
-
     setup_logging(log_path)
     if not (len(recordings) == len(sources) == len(figures)):
         raise ValueError(
             f"{len(recordings)} recordings, {len(sources)} sources and {len(figures)} figures"
         )
     items = [
-        FigureItem(str(name), str(src), str(fig), session)
-        for (name, session), src, fig in zip(recordings, sources, figures, strict=True)
+        FigureItem(str(rec["recording"]), str(src), str(fig), rec.get("session_start_time"))
+        for rec, src, fig in zip(recordings, sources, figures, strict=True)
     ]
     rows = draw_batch(items, on_bad_recording=on_bad_recording, pickle_loading=pickle_loading)
     write_stats(rows, stats_json, batch=batch)
@@ -320,7 +324,5 @@ def run_table_job(
     log_path: str | None,
 ) -> int:
     """Entry point of ``scripts/report_table.py``."""
-    from spikelab.workflow.runner import setup_logging
-
     setup_logging(log_path)
     return write_recordings_table(stats_jsons, summary_tsv, out_tsv, out_html)

@@ -20,14 +20,12 @@ the next natural boundary. ``batch_size=1`` gives one recording per batch.
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from spikelab.workflow.inputs import Recording
 
-__all__ = ["Batch", "plan_batches", "batch_key", "export_mem_mb", "export_runtime_min"]
+__all__ = ["Batch", "plan_batches", "batch_key"]
 
 
 @dataclass(frozen=True)
@@ -37,8 +35,9 @@ class Batch:
     Attributes
     ----------
     key : str
-        Stable identifier ([A-Za-z0-9_]), derived from the first recording's name; used in rule
-        names (``export_nwb_<key>``), log and benchmark paths and verify result paths.
+        Identifier of the membership (``b`` and 10 hex digits of a hash of the sorted names):
+        the same recordings give the same key. Used in rule names (``export_nwb__<key>``),
+        log and benchmark paths and verify result paths.
     recordings : tuple of Recording
         Members, sorted by name.
     """
@@ -65,9 +64,12 @@ def _name_hash(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "big")
 
 
-def batch_key(name: str) -> str:
-    """Identifier-safe form of a recording name (other characters become ``_``)."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+def batch_key(names: Sequence[str]) -> str:
+    """Identifier of a batch holding ``names``: ``b`` and 10 hex digits of a hash of the
+    sorted names (40 bits: 100 000 batches collide with odds below 1 in 10 000, and
+    :func:`plan_batches` suffixes a collision)."""
+    text = "\n".join(sorted(names)).encode("utf-8")
+    return "b" + hashlib.blake2b(text, digest_size=5).hexdigest()
 
 
 def plan_batches(
@@ -88,33 +90,10 @@ def plan_batches(
     keys: dict[str, int] = {}
     batches = []
     for group in groups:
-        key = batch_key(group[0].name)
-        if key in keys:  # e.g. "a-b" and "a_b" both start a batch
+        key = batch_key([r.name for r in group])
+        if key in keys:  # a hash collision
             keys[key] += 1
             key = f"{key}_{keys[key]}"
         keys.setdefault(key, 1)
         batches.append(Batch(key, tuple(group)))
     return batches
-
-
-# Resource estimates for one batch job. Base memory covers the interpreter, numpy and h5py
-# (pynwb adds ~150 MB); a recording in memory takes about its pickle size, and the exporters
-# and loaders hold a few temporary copies of the spike times.
-_BASE_MEM_MB = {"nwb": 500, "hdf5": 350, "kilosort": 350, "pickle": 300}
-
-
-def export_mem_mb(fmt: str, sizes_mb: Sequence[float], attempt: int = 1) -> int:
-    """Memory (MB) for a batch job of format ``fmt`` reading files of ``sizes_mb`` (MB).
-
-    Files are processed one at a time, so the largest file counts; doubled on each retry.
-    """
-    largest = max(sizes_mb, default=0.0)
-    return int(math.ceil((_BASE_MEM_MB.get(fmt, 400) + 6 * largest) * 2 ** (attempt - 1)))
-
-
-def export_runtime_min(fmt: str, sizes_mb: Sequence[float], attempt: int = 1) -> int:
-    """Wall time (minutes) for a batch job: generous, a limit for cluster schedulers."""
-    seconds = 60 + 2 * len(sizes_mb) + 2.0 * sum(sizes_mb)
-    if fmt == "nwb":
-        seconds *= 2
-    return int(math.ceil(seconds / 60 * attempt))

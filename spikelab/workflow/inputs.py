@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from spikelab.formats.registry import all_formats
 from spikelab.workflow import WorkflowConfigError
 
 __all__ = [
@@ -47,17 +48,10 @@ __all__ = [
 #: wildcard constraint of ``{recording}``.
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}"
 MAX_NAME_LENGTH = 200
-#: Optional per-recording NWB fields a sample sheet may carry (keywords of the NWB exporter).
-NWB_SHEET_COLUMNS = (
-    "subject_id",
-    "species",
-    "sex",
-    "age",
-    "session_start_time",
-    "session_description",
-    "electrode_location",
-)
-SAMPLE_SHEET_COLUMNS = ("recording", "path", "fs_Hz", *NWB_SHEET_COLUMNS)
+#: Optional per-recording columns a sample sheet may carry: every format's writer keywords
+#: that may differ per recording (the NWB subject and session fields).
+SHEET_OPTION_COLUMNS = tuple(dict.fromkeys(c for f in all_formats() for c in f.sheet_columns))
+SAMPLE_SHEET_COLUMNS = ("recording", "path", "fs_Hz", *SHEET_OPTION_COLUMNS)
 
 _NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
 _log = logging.getLogger(__name__)
@@ -79,8 +73,9 @@ class Recording:
         Path of the pickle, as found (relative to the working directory, or absolute).
     fs_Hz : float or None
         Sampling rate (Hz) from the sample sheet, if it gives one.
-    nwb : tuple of (key, value)
-        NWB fields from the sample sheet's optional columns (subject_id, species, ...).
+    sheet_options : tuple of (key, value)
+        Writer keywords from the sample sheet's optional columns (subject_id, species, ...);
+        each target takes those its format lists in ``sheet_columns``.
     size_bytes : int or None
         Size of the pickle (bytes) when discovery saw it, for the jobs' memory estimates.
     """
@@ -88,7 +83,7 @@ class Recording:
     name: str
     path: str
     fs_Hz: float | None = None
-    nwb: tuple[tuple[str, str], ...] = ()
+    sheet_options: tuple[tuple[str, str], ...] = ()
     size_bytes: int | None = field(default=None, compare=False)
 
 
@@ -157,11 +152,11 @@ def recordings_from_directory(directory: str | os.PathLike) -> list[Recording]:
     """Every ``*.pkl`` file directly in ``directory`` (hidden files skipped), unsorted.
 
     ``directory`` may be an S3 prefix, ``s3://bucket/path/``: every ``*.pkl`` object directly
-    under it (see :func:`spikelab.workflow.s3.list_pickles`); the paths are then ``s3://`` URLs.
+    under it (see :func:`spikelab.s3.list_pickles`); the paths are then ``s3://`` URLs.
     """
     directory = os.fspath(directory)
     if directory.startswith("s3://"):
-        from spikelab.workflow import s3
+        from spikelab import s3
 
         return [Recording(name, url, size_bytes=n) for name, url, n in s3.list_pickles(directory)]
     if not os.path.isdir(directory):
@@ -234,7 +229,7 @@ def recordings_from_sample_sheet(sheet: str | os.PathLike) -> list[Recording]:
     if unknown or missing or len(set(header)) != len(header):
         raise InputError(
             f"{sheet}, line {lines[0][0]}: the header must name the tab-separated columns "
-            f"recording and path, and optionally fs_Hz and {', '.join(NWB_SHEET_COLUMNS)}; "
+            f"recording and path, and optionally fs_Hz and {', '.join(SHEET_OPTION_COLUMNS)}; "
             f"got {header!r}"
             + (f" (unknown: {', '.join(unknown)})" if unknown else "")
             + (f" (missing: {', '.join(missing)})" if missing else "")
@@ -262,14 +257,16 @@ def recordings_from_sample_sheet(sheet: str | os.PathLike) -> list[Recording]:
         if not remote and not os.path.isfile(full):
             problems.append(f"{where}: recording {name!r}: no such file {full!r}")
             continue
-        nwb = tuple(
-            (c, row[col[c]].strip()) for c in NWB_SHEET_COLUMNS if c in col and row[col[c]].strip()
+        options = tuple(
+            (c, row[col[c]].strip())
+            for c in SHEET_OPTION_COLUMNS
+            if c in col and row[col[c]].strip()
         )
         size = None if remote else os.path.getsize(full)
-        out.append(Recording(name, full, fs, nwb, size))
+        out.append(Recording(name, full, fs, options, size))
     remote = [r.path for r in out if r.path.startswith("s3://")]
     if remote:  # checked together: one listing per S3 folder, not one request per object
-        from spikelab.workflow import s3
+        from spikelab import s3
 
         sizes = s3.object_sizes(remote, what=f"inputs.sample_sheet {sheet}:")
         problems += [

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from spikelab.data_loaders._common import atomic_file
+from spikelab.formats.atomic import atomic_file
+from spikelab.jobs import setup_logging
 
 __all__ = [
     "COLUMNS",
@@ -114,16 +115,12 @@ def check_summary(tsv: str | os.PathLike, stamp: str | os.PathLike) -> int:
 
 def run_summary_job(json_paths: Sequence[str], out_tsv: str, log_path: str | None) -> int:
     """Entry point of ``scripts/summary.py``."""
-    from spikelab.workflow.runner import setup_logging
-
     setup_logging(log_path)
     return write_summary(json_paths, out_tsv)
 
 
 def run_check_job(tsv: str, stamp: str, log_path: str | None) -> int:
     """Entry point of ``scripts/check.py``: on failure, print the list and exit with status 1."""
-    from spikelab.workflow.runner import setup_logging
-
     setup_logging(log_path)
     try:
         return check_summary(tsv, stamp)

@@ -2,7 +2,7 @@
 
 Checked per recording: the number of units, the number of spikes of every unit, every spike
 time within the target's tolerance (exact for ms, ~1 ulp for s, half a sample for samples, one
-bin width for a raster; see :meth:`Target.time_tolerance`), ``start_time`` and ``length``
+bin width for a raster; the format's registry entry says which), ``start_time`` and ``length``
 (exact: every format stores them). The result of a batch is one JSON file::
 
     {"target": "nwb", "format": "nwb", "batch": "small", "ok": true,
@@ -22,30 +22,33 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spikelab.data_loaders._common import atomic_file
-from spikelab.data_loaders.pickle_io import load_spikedata_from_pickle
-from spikelab.spikedata.spikedata import SpikeData
-from spikelab.workflow.inputs import resolve_fs_Hz
-from spikelab.workflow.runner import (
+from spikelab.formats.atomic import atomic_file
+from spikelab.jobs import (
     DATA_FAULTS,
+    Fault,
     describe_error,
+    for_each_recording,
+    load_source,
     output_size,
     read_failure_stub,
     setup_logging,
 )
+from spikelab.spikedata.spikedata import SpikeData
+from spikelab.workflow.export import RecordingParams
+from spikelab.workflow.inputs import resolve_fs_Hz
 from spikelab.workflow.targets import Target
 
 __all__ = [
     "Comparison",
     "compare_spikedata",
-    "loader_for",
+    "VerifyItem",
     "verify_recording",
     "verify_batch",
     "run_verify_job",
@@ -130,23 +133,107 @@ def compare_spikedata(
     )
 
 
-def loader_for(fmt: str) -> Callable[..., SpikeData]:
-    """The loader of format ``fmt``, imported on demand (an HDF5 job never imports pynwb)."""
-    if fmt == "hdf5":
-        from spikelab.data_loaders.data_loaders import load_spikedata_from_hdf5 as loader
-    elif fmt == "nwb":
-        from spikelab.data_loaders.data_loaders import load_spikedata_from_nwb as loader
-    elif fmt == "kilosort":
-        from spikelab.data_loaders.data_loaders import load_spikedata_from_kilosort as loader
-    elif fmt == "pickle":
-        loader = load_spikedata_from_pickle
-    else:
-        raise ValueError(f"unknown format {fmt!r}")
-    return loader
-
-
 def _number(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class VerifyItem:
+    """One recording of a verify batch: its name, source pickle, output (file or folder) and
+    the sample sheet's sampling rate (Hz), if any."""
+
+    recording: str
+    source: str
+    output: str
+    sheet_fs_Hz: float | None = None
+
+
+def _empty_result(target: Target, item: VerifyItem) -> dict[str, Any]:
+    return {
+        "recording": item.recording,
+        "target": target.name,
+        "source": item.source,
+        "output": item.output,
+        "status": "ok",
+        "ok": True,
+        "n_units": None,
+        "n_spikes": None,
+        "output_bytes": None,
+        "time_unit": target.time_unit,
+        "fs_Hz": None,
+        "max_abs_error_ms": None,
+        "max_error_ulps": None,
+        "tolerance_ms": None,
+        "tolerance_ulps": None,
+        "message": "",
+    }
+
+
+def _verify_items(
+    target: Target,
+    items: Sequence[VerifyItem],
+    *,
+    default_fs_Hz: float | None,
+    pickle_loading: Mapping[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """One result per item (see :func:`verify_recording`); a source that cannot be read gives
+    an ``unreadable`` result, a bug fails at once."""
+    pending: dict[int, dict[str, Any]] = {}  # the result being built, by id(item)
+
+    def verify(item: VerifyItem) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        result = pending[id(item)] = _empty_result(target, item)
+        stub = read_failure_stub(item.output)
+        if stub is not None:
+            result.update(status="export_failed", ok=False, message=stub)
+            return result
+        result["output_bytes"] = output_size(item.output)
+        src = load_source(item.source, pickle_loading)  # a fault here: see source_failed
+        fs, _ = resolve_fs_Hz(item.sheet_fs_Hz, src.metadata, default_fs_Hz)
+        if target.uses_fs:
+            result["fs_Hz"] = fs
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                kwargs = target.loader_kwargs(fs, pickle_loading=pickle_loading)
+                read = target.spec.reader()(item.output, **kwargs)
+            for w in caught:
+                log.warning("%s: %s: %s", item.recording, w.category.__name__, w.message)
+        except DATA_FAULTS as exc:
+            result.update(status="unreadable", ok=False, message=describe_error(exc))
+            result["seconds"] = round(time.perf_counter() - t0, 6)
+            return result
+        abs_tol, ulps = target.time_tolerance(fs)
+        cmp = compare_spikedata(src, read, abs_tol_ms=abs_tol, ulps=ulps)
+        result.update(
+            n_units=cmp.n_units,
+            n_spikes=cmp.n_spikes,
+            max_abs_error_ms=cmp.max_abs_error_ms,
+            max_error_ulps=_number(cmp.max_error_ulps) if abs_tol == 0 else None,
+            tolerance_ms=_number(abs_tol),
+            tolerance_ulps=ulps,
+        )
+        if not cmp.ok:
+            result.update(status="mismatch", ok=False, message="; ".join(cmp.problems))
+        result["seconds"] = round(time.perf_counter() - t0, 6)
+        return result
+
+    def source_failed(item: VerifyItem, fault: Fault, keep_going: bool) -> dict[str, Any]:
+        result = pending[id(item)]
+        message = f"source: {describe_error(fault.exception)}"
+        result.update(status="unreadable", ok=False, message=message)
+        return result
+
+    def context(item: VerifyItem) -> str:
+        return f"while verifying {item.output} against {item.source} [{target.name}]"
+
+    return for_each_recording(
+        items,
+        verify,
+        on_fault=source_failed,
+        context=context,
+        failed=f"{target.name}: {{bad}} of {{total}} sources could not be read",
+    )
 
 
 def verify_recording(
@@ -164,101 +251,37 @@ def verify_recording(
     ``pickle_loading`` holds the opt-ins of ``load_spikedata_from_pickle`` (``trusted``,
     ``allow_globals``) used for the source and a pickle output; default: restricted loading.
     """
-    pickle_loading = dict(pickle_loading or {})
-    t0 = time.perf_counter()
-    result: dict[str, Any] = {
-        "recording": recording,
-        "target": target.name,
-        "source": source,
-        "output": output,
-        "status": "ok",
-        "ok": True,
-        "n_units": None,
-        "n_spikes": None,
-        "output_bytes": None,
-        "time_unit": target.time_unit,
-        "fs_Hz": None,
-        "max_abs_error_ms": None,
-        "max_error_ulps": None,
-        "tolerance_ms": None,
-        "tolerance_ulps": None,
-        "message": "",
-    }
-    stub = read_failure_stub(output)
-    if stub is not None:
-        result.update(status="export_failed", ok=False, message=stub)
-        return result
-    result["output_bytes"] = output_size(output)
-    try:
-        src = load_spikedata_from_pickle(source, **pickle_loading)
-    except DATA_FAULTS as exc:
-        result.update(status="unreadable", ok=False, message=f"source: {describe_error(exc)}")
-        return result
-    fs, _ = resolve_fs_Hz(sheet_fs_Hz, src.metadata, default_fs_Hz)
-    if target.uses_fs:
-        result["fs_Hz"] = fs
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            kwargs = target.loader_kwargs(fs)
-            if target.format == "pickle":
-                kwargs.update(pickle_loading)
-            read = loader_for(target.format)(output, **kwargs)
-        for w in caught:
-            log.warning("%s: %s: %s", recording, w.category.__name__, w.message)
-    except DATA_FAULTS as exc:
-        result.update(status="unreadable", ok=False, message=describe_error(exc))
-        result["seconds"] = round(time.perf_counter() - t0, 6)
-        return result
-    abs_tol, ulps = target.time_tolerance(fs)
-    cmp = compare_spikedata(src, read, abs_tol_ms=abs_tol, ulps=ulps)
-    result.update(
-        n_units=cmp.n_units,
-        n_spikes=cmp.n_spikes,
-        max_abs_error_ms=cmp.max_abs_error_ms,
-        max_error_ulps=_number(cmp.max_error_ulps) if abs_tol == 0 else None,
-        tolerance_ms=_number(abs_tol),
-        tolerance_ulps=ulps,
-    )
-    if not cmp.ok:
-        result.update(status="mismatch", ok=False, message="; ".join(cmp.problems))
-    result["seconds"] = round(time.perf_counter() - t0, 6)
-    return result
+    item = VerifyItem(recording, source, output, sheet_fs_Hz)
+    return _verify_items(
+        target, [item], default_fs_Hz=default_fs_Hz, pickle_loading=pickle_loading
+    )[0]
 
 
 def verify_batch(
     target: Target,
-    items: Sequence[tuple[str, str, str, float | None]],
+    items: Sequence[VerifyItem],
     out_json: str,
     *,
     batch: str,
     default_fs_Hz: float | None = None,
     pickle_loading: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Verify every ``(recording, source, output, sheet_fs_Hz)`` and write ``out_json``."""
-    results = []
-    for recording, source, output, sheet_fs in items:
-        r = verify_recording(
-            target,
-            recording,
-            source,
-            output,
-            sheet_fs_Hz=sheet_fs,
-            default_fs_Hz=default_fs_Hz,
-            pickle_loading=pickle_loading,
-        )
+    """Verify every item and write ``out_json``."""
+    results = _verify_items(
+        target, items, default_fs_Hz=default_fs_Hz, pickle_loading=pickle_loading
+    )
+    for r in results:
         if r["ok"]:
             log.info(
                 "verified %s against %s: %d units, %d spikes, max error %.3g ms",
-                output,
-                source,
+                r["output"],
+                r["source"],
                 r["n_units"],
                 r["n_spikes"],
                 r["max_abs_error_ms"],
             )
         else:
-            log.error("%s: %s %s: %s", target.name, r["status"], output, r["message"])
-        results.append(r)
+            log.error("%s: %s %s: %s", target.name, r["status"], r["output"], r["message"])
     doc = {
         "target": target.name,
         "format": target.format,
@@ -274,23 +297,24 @@ def verify_batch(
 
 def run_verify_job(
     *,
-    target: dict[str, Any],
+    target: Mapping[str, Any],
     sources: Sequence[str],
     outputs: Sequence[str],
-    recordings: Sequence[tuple],
+    recordings: Sequence[Mapping[str, Any]],
     default_fs_Hz: float | None,
     batch: str,
     out_json: str,
     log_path: str | None,
     pickle_loading: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Entry point of ``scripts/verify.py``; ``recordings`` as for the export job."""
+    """Entry point of ``scripts/verify.py``; ``recordings`` as for the export job (one
+    mapping per source, see :class:`~spikelab.workflow.export.RecordingParams`)."""
     setup_logging(log_path)
     tgt = Target.from_params(target)
-    items = [
-        (rec[0], str(src), str(out), rec[1])
-        for rec, src, out in zip(recordings, sources, outputs, strict=True)
-    ]
+    items = []
+    for params, src, out in zip(recordings, sources, outputs, strict=True):
+        rec = RecordingParams.from_mapping(params)
+        items.append(VerifyItem(rec.recording, str(src), str(out), rec.sheet_fs_Hz))
     return verify_batch(
         tgt,
         items,

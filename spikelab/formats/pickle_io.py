@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from spikelab.data_loaders._common import ExportError, LoadError, atomic_file
+from spikelab.formats.atomic import atomic_file
+from spikelab.formats.errors import ExportError, LoadError
+from spikelab.formats.registry import Format, ResourceModel
 from spikelab.spikedata.spikedata import InvalidSpikeDataError, SpikeData
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "SafeUnpickler",
     "load_spikedata_from_pickle",
     "export_to_pickle",
+    "FORMAT",
 ]
 
 
@@ -182,7 +185,7 @@ def load_spikedata_from_pickle(
     trust: a pickle can run any code); ``allow_globals`` allows named extra globals.
     Times in the returned object are in ms.
     """
-    from spikelab.data_loaders import s3_utils
+    from spikelab import s3 as s3_utils
 
     source = os.fspath(filepath)
     if s3_utils.is_s3_url(source):
@@ -297,7 +300,7 @@ def export_to_pickle(
     files, instance role); ``endpoint_url`` (or ``AWS_ENDPOINT_URL``) selects an S3-compatible
     store. ``protocol`` defaults to ``pickle.HIGHEST_PROTOCOL``.
     """
-    from spikelab.data_loaders import s3_utils
+    from spikelab import s3 as s3_utils
 
     if protocol is None:
         protocol = pickle.HIGHEST_PROTOCOL
@@ -333,3 +336,27 @@ def export_to_pickle(
             endpoint_url=endpoint_url,
         )
     return target
+
+
+# --------------------------------------------------------------------------- registry entry
+class PickleFormat(Format):
+    """A SpikeData pickle, read back with the restricted unpickler (or the job's opt-ins)."""
+
+    name = "pickle"
+    description = "SpikeData pickle (SpikeLab's own format), written atomically"
+    extension = ".pkl"
+    option_keys = ("protocol",)
+    resources = ResourceModel(base_mem_mb=300)
+
+    def writer(self):
+        return export_to_pickle
+
+    def reader(self):
+        return load_spikedata_from_pickle
+
+    def reader_kwargs(self, options, fs_Hz, *, pickle_loading=None):
+        loading = dict(pickle_loading or {})
+        return {k: loading[k] for k in ("trusted", "allow_globals") if k in loading}
+
+
+FORMAT = PickleFormat()

@@ -24,24 +24,26 @@ from typing import Any
 
 import numpy as np
 
-from spikelab.data_loaders._common import (
-    ExportError,
-    LoadError,
-    atomic_file,
-    check_time_unit,
-    clip_to_recording,
+from spikelab.formats.atomic import atomic_file
+from spikelab.formats.errors import ExportError, LoadError, OptionError, spikedata_or_load_error
+from spikelab.formats.metadata import json_safe
+from spikelab.formats.registry import Format, ResourceModel, pick
+from spikelab.formats.streaming import (
     convert_pieces,
-    json_safe,
-    ms_to_unit,
-    spikedata_or_load_error,
     unit_index_blocks,
-    unit_to_ms,
     write_hdf5_block,
     write_hdf5_times,
 )
+from spikelab.formats.time_units import check_time_unit, clip_to_recording, ms_to_unit, unit_to_ms
 from spikelab.spikedata.spikedata import SpikeData
 
-__all__ = ["export_spikedata_to_hdf5", "load_spikedata_from_hdf5", "HDF5_STYLES"]
+__all__ = [
+    "export_spikedata_to_hdf5",
+    "load_spikedata_from_hdf5",
+    "HDF5_STYLES",
+    "STYLE_KEYS",
+    "FORMAT",
+]
 
 HDF5_STYLES = ("ragged", "raster", "group", "paired")
 _RASTER_ROWS_PER_BLOCK_BYTES = 32 * 1024 * 1024  # dense bytes per row block while writing
@@ -547,3 +549,113 @@ def _read_raster(dset, bin_size_ms, start, path) -> list[np.ndarray]:
             nz = np.flatnonzero(row)
             train.append(np.repeat(edges[nz], row[nz].astype(np.int64)))
     return train
+
+
+# --------------------------------------------------------------------------- registry entry
+
+#: Writer keywords every style uses.
+COMMON_KEYS = ("style", "raw_dataset", "raw_time_dataset", "raw_time_unit")
+#: Writer keywords of each style (the writer ignores the other styles' keywords, so they are
+#: left out of a job's options: changing them re-runs nothing).
+STYLE_KEYS = {
+    "ragged": ("spike_times_dataset", "spike_times_index_dataset", "spike_times_unit"),
+    "raster": (
+        "raster_dataset",
+        "raster_bin_size_ms",
+        "raster_dtype",
+        "raster_compression",
+        "raster_compression_opts",
+    ),
+    "group": ("group_per_unit", "group_time_unit"),
+    "paired": ("idces_dataset", "times_dataset", "times_unit"),
+}
+#: Reader keywords of each style.
+READER_KEYS = {
+    "ragged": ("spike_times_dataset", "spike_times_index_dataset", "spike_times_unit"),
+    "raster": ("raster_dataset", "raster_bin_size_ms"),
+    "group": ("group_per_unit", "group_time_unit"),
+    "paired": ("idces_dataset", "times_dataset", "times_unit"),
+}
+#: The keyword holding each style's time unit, and the writer's default for it.
+UNIT_KEY = {
+    "ragged": ("spike_times_unit", "s"),
+    "group": ("group_time_unit", "s"),
+    "paired": ("times_unit", "ms"),
+}
+
+
+class HDF5Format(Format):
+    """HDF5 in four styles; the config block holds named entries, one output each
+    (``results/hdf5/<entry>/<recording>.h5``)."""
+
+    name = "hdf5"
+    description = "HDF5 file in one of four layouts (ragged, raster, group, paired)"
+    extension = ".h5"
+    option_keys = COMMON_KEYS + tuple(k for keys in STYLE_KEYS.values() for k in keys)
+    config_example = "hdf5: {ragged: {style: ragged}}"
+    resources = ResourceModel(base_mem_mb=350)
+
+    def writer(self):
+        return export_spikedata_to_hdf5
+
+    def reader(self):
+        return load_spikedata_from_hdf5
+
+    def outputs_from_config(self, block):
+        outputs = []
+        for entry, entry_block in (block or {}).items():
+            style = entry_block["style"]
+            if style == "raster" and entry_block.get("raster_bin_size_ms") is None:
+                raise OptionError(
+                    f"config key hdf5.{entry}.raster_bin_size_ms: style 'raster' needs a bin "
+                    "width in ms (e.g. 1.0)"
+                )
+            bin_ms = entry_block.get("raster_bin_size_ms")
+            if isinstance(bin_ms, float) and not np.isfinite(bin_ms):
+                raise OptionError(
+                    f"config key hdf5.{entry}.raster_bin_size_ms: {bin_ms!r} is not a width in ms"
+                )
+            if (
+                entry_block.get("raw_time_dataset") is not None
+                and entry_block.get("raw_dataset") is None
+            ):
+                raise OptionError(
+                    f"config key hdf5.{entry}.raw_time_dataset: needs hdf5.{entry}.raw_dataset too"
+                )
+            options = pick(entry_block, COMMON_KEYS + STYLE_KEYS[style])
+            outputs.append((f"hdf5/{entry}", options))
+        return outputs
+
+    def time_unit(self, options):
+        style = options["style"]
+        if style == "raster":
+            return "bins"
+        key, default = UNIT_KEY[style]
+        return options.get(key) or default
+
+    def _raw_in_samples(self, options) -> bool:
+        return (
+            options.get("raw_dataset") is not None
+            and options.get("raw_time_dataset") is not None
+            and options.get("raw_time_unit") == "samples"
+        )
+
+    def uses_fs(self, options):
+        return self.time_unit(options) in ("samples", "bins") or self._raw_in_samples(options)
+
+    def needs_fs(self, options):
+        return self.time_unit(options) == "samples" or self._raw_in_samples(options)
+
+    def time_tolerance(self, options, fs_Hz):
+        if self.time_unit(options) == "bins":  # a spike comes back at its bin's left edge
+            return float(options["raster_bin_size_ms"]), 4
+        return super().time_tolerance(options, fs_Hz)
+
+    def reader_kwargs(self, options, fs_Hz, *, pickle_loading=None):
+        kwargs = pick(options, READER_KEYS[options["style"]])
+        if self.time_unit(options) == "samples":
+            kwargs["fs_Hz"] = fs_Hz
+        return kwargs
+
+
+FORMAT = HDF5Format()

@@ -1,0 +1,18 @@
+"""File formats: one module per format (writer, reader and registry entry) and the pieces they
+share.
+
+- :mod:`~spikelab.formats.registry`: the registry (:func:`get_format`) and the :class:`Format`
+  interface every entry implements.
+- Formats: :mod:`~spikelab.formats.hdf5` (four layouts), :mod:`~spikelab.formats.nwb`,
+  :mod:`~spikelab.formats.kilosort` (KiloSort/Phy folders), :mod:`~spikelab.formats.pickle_io`.
+- Shared pieces: :mod:`~spikelab.formats.errors`, :mod:`~spikelab.formats.atomic` (atomic
+  writes), :mod:`~spikelab.formats.time_units`, :mod:`~spikelab.formats.streaming` (spike
+  times in blocks), :mod:`~spikelab.formats.time_order` (every spike in time order, window
+  by window), :mod:`~spikelab.formats.metadata` (attributes as JSON).
+
+Importing this package imports no format module; :func:`get_format` imports one on demand.
+"""
+
+from spikelab.formats.registry import Format, ResourceModel, all_formats, format_names, get_format
+
+__all__ = ["Format", "ResourceModel", "get_format", "format_names", "all_formats"]

@@ -1,0 +1,116 @@
+"""Atomic writes: every output appears whole under its name, or not at all.
+
+A writer works on a temporary name beside the output (``.<name>.pid<pid>.<random>.tmp``) and
+renames it into place on success; temporaries of writers that were killed (their pid is gone)
+are removed by the next write of the same output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from spikelab.formats.errors import OutputInTheWayError
+
+__all__ = ["atomic_file", "atomic_directory", "remove_stale_temporaries"]
+
+
+def _tmp_prefix(final: Path) -> str:
+    return f".{final.name}.pid{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(final: Path) -> None:
+    """Remove temporaries of ``final`` left by writers that were killed (their pid is gone)."""
+    try:
+        siblings = list(final.parent.glob(f".{glob.escape(final.name)}.pid*.*"))
+    except OSError:
+        return
+    for tmp in siblings:
+        pid = tmp.name[len(final.name) + 5 :].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)) and tmp.suffix in (".tmp", ".old"):
+            kept = tmp / final.name
+            if tmp.suffix == ".old" and kept.exists() and not final.exists():
+                os.replace(kept, final)  # killed mid-swap: put the previous output back
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _tmp_name(final: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=_tmp_prefix(final), suffix=".tmp", dir=final.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_file(filepath: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``filepath``; rename it over ``filepath`` on success.
+
+    On any exception the temporary file is removed and an existing ``filepath`` is untouched.
+    Parent directories are created.
+    """
+    final = Path(filepath)
+    if final.is_dir():
+        raise OutputInTheWayError(f"{final}: a directory is in the way of the output file")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
+    tmp = _tmp_name(final)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside ``folder``; put it in place of ``folder`` on success.
+
+    An existing ``folder`` is replaced only once the new one is complete; on failure the
+    temporary directory is removed and ``folder`` is untouched.
+    """
+    final = Path(folder)
+    if final.exists() and not final.is_dir():
+        raise OutputInTheWayError(f"{final}: a file is in the way of the output folder")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".tmp", dir=final.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; outputs get the usual mode
+    try:
+        yield tmp
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".old", dir=final.parent))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,128 @@
+"""What SpikeLab's NWB files hold beyond the NWB schema, shared by the writer and the readers:
+the default names, the JSON round-trip state (``/scratch/spikelab``) and the parts a reader
+extracts before building a SpikeData."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from spikelab.formats.errors import LoadError
+from spikelab.formats.metadata import json_safe
+
+__all__ = [
+    "DEFAULT_SPIKE_TIMES_DATASET",
+    "DEFAULT_SPIKE_TIMES_INDEX_DATASET",
+    "DEFAULT_GROUP",
+    "STATE_NAME",
+    "STATE_VERSION",
+    "RESERVED_COLUMNS",
+    "check_names",
+    "spikelab_state",
+    "parse_state",
+    "Parts",
+]
+
+DEFAULT_SPIKE_TIMES_DATASET = "spike_times"
+DEFAULT_SPIKE_TIMES_INDEX_DATASET = "spike_times_index"
+DEFAULT_GROUP = "units"
+STATE_NAME = "spikelab"  # /scratch/spikelab in NWB, attribute of the group in plain HDF5
+STATE_VERSION = 1
+
+# Units columns defined by the NWB schema (and their indexes) and the attributes of the Units
+# group: never used as names of attribute columns.
+RESERVED_COLUMNS = {
+    "id",
+    "description",
+    "colnames",
+    "object_id",
+    "namespace",
+    "neurodata_type",
+    "spike_times",
+    "spike_times_index",
+    "obs_intervals",
+    "obs_intervals_index",
+    "electrodes",
+    "electrodes_index",
+    "electrode_group",
+    "waveform_mean",
+    "waveform_sd",
+    "waveforms",
+    "waveforms_index",
+    "waveforms_index_index",
+    "unit_name",
+}
+
+
+def check_names(
+    spike_times_dataset: Any, spike_times_index_dataset: Any, group: Any, error: type, where: str
+) -> bool:
+    """Validate the dataset/group names; return True when they are the NWB defaults."""
+    for what, name in (
+        ("spike_times_dataset", spike_times_dataset),
+        ("spike_times_index_dataset", spike_times_index_dataset),
+    ):
+        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+            raise error(f"{where}: {what} must be a dataset name without '/', got {name!r}")
+    if spike_times_dataset == spike_times_index_dataset:
+        raise error(
+            f"{where}: spike_times_dataset and spike_times_index_dataset must differ, both are "
+            f"{spike_times_dataset!r}"
+        )
+    if not isinstance(group, str) or not group.strip("/") or "//" in group:
+        raise error(f"{where}: group must be an HDF5 group path such as 'units', got {group!r}")
+    return (
+        spike_times_dataset == DEFAULT_SPIKE_TIMES_DATASET
+        and spike_times_index_dataset == DEFAULT_SPIKE_TIMES_INDEX_DATASET
+        and group.strip("/") == DEFAULT_GROUP
+    )
+
+
+def spikelab_state(sd, fs: float | None, offset_ms: float) -> dict[str, Any]:
+    return {
+        "format": "spikelab",
+        "version": STATE_VERSION,
+        "N": int(sd.N),
+        "start_time_ms": float(sd.start_time),
+        "length_ms": float(sd.length),
+        "time_offset_ms": offset_ms,
+        "fs_Hz": fs,
+        "metadata": json_safe(sd.metadata),
+        "neuron_attributes": None
+        if sd.neuron_attributes is None
+        else json_safe(list(sd.neuron_attributes)),
+    }
+
+
+class Parts:
+    """What both NWB readers extract, so that they build the same SpikeData."""
+
+    def __init__(self) -> None:
+        self.times_s: np.ndarray = np.zeros(0)
+        self.ends: np.ndarray | None = None
+        self.state: dict | None = None
+        self.resolution: float | None = None
+        self.columns: dict[str, list] = {}
+        self.obs: tuple[float, float] | None = None
+        self.electrode_ids: list | None = None
+        self.file_meta: dict[str, Any] = {}
+        self.start_ms: float | None = None
+        self.length_ms: float | None = None
+
+
+def parse_state(text: Any, source: str) -> dict:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    try:
+        state = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise LoadError(f"{source}: the SpikeLab state ({STATE_NAME}) is not JSON: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != "spikelab":
+        raise LoadError(f"{source}: the SpikeLab state ({STATE_NAME}) is not SpikeLab's")
+    if state.get("version", 0) > STATE_VERSION:
+        raise LoadError(
+            f"{source}: written by a newer SpikeLab (state version {state['version']}); upgrade"
+        )
+    return state

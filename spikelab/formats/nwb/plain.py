@@ -1,0 +1,60 @@
+"""SpikeLab's plain HDF5 layout for spike trains (not NWB), which ``export_spikedata_to_nwb``
+writes when it is given non-default dataset or group names, as SpikeLab 0.1.2 does.
+
+A group ``group`` holds a float64 spike-times dataset (s, unshifted, unit-major), an int64
+dataset of cumulative end offsets (one per unit), and the attributes ``start_time`` (ms),
+``length_ms`` (ms) and ``spikelab`` (the JSON state of :mod:`~spikelab.formats.nwb.layout`).
+pynwb, nwbinspector, DANDI and SpikeInterface do not read it; for a portable file use NWB's
+default names, or the HDF5 ``ragged`` style.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from spikelab.formats.errors import LoadError
+from spikelab.formats.nwb.layout import STATE_NAME, Parts, parse_state
+from spikelab.formats.streaming import write_hdf5_times
+
+__all__ = ["write_plain", "read_plain"]
+
+
+def write_plain(
+    path: Path, group: str, ds: str, ids: str, trains, ends, sd, state, compression
+) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        g = f.require_group(group.strip("/"))
+        n = int(ends[-1]) if ends.size else 0
+        times = g.create_dataset(ds, shape=(n,), dtype=np.float64, compression=compression)
+        write_hdf5_times(times, trains, "s")
+        g.create_dataset(ids, data=ends, dtype=np.int64)
+        g.attrs["start_time"] = float(sd.start_time)
+        g.attrs["length_ms"] = float(sd.length)
+        g.attrs[STATE_NAME] = json.dumps(state)
+
+
+def read_plain(path: Path, source: str, group: str, ds: str, ids: str) -> Parts:
+    import h5py
+
+    parts = Parts()
+    with h5py.File(path, "r") as f:
+        g = f.get(group.strip("/"))
+        if not isinstance(g, h5py.Group):
+            raise LoadError(f"{source}: no group {group!r} (the spike trains) in this HDF5 file")
+        for name in (ds, ids):
+            if not isinstance(g.get(name), h5py.Dataset):
+                raise LoadError(f"{source}: group {group!r} has no dataset {name!r}")
+        parts.times_s = np.asarray(g[ds][()], dtype=np.float64).reshape(-1)
+        parts.ends = np.asarray(g[ids][()], dtype=np.int64).reshape(-1)
+        if STATE_NAME in g.attrs:
+            parts.state = parse_state(g.attrs[STATE_NAME], source)
+        if "start_time" in g.attrs:
+            parts.start_ms = float(g.attrs["start_time"])
+        if "length_ms" in g.attrs:
+            parts.length_ms = float(g.attrs["length_ms"])
+    return parts

@@ -1,0 +1,293 @@
+"""Read SpikeData (times in ms) from an NWB file, through pynwb or plain h5py (same result), or
+from SpikeLab's plain HDF5 layout.
+
+Files with SpikeLab's state (``/scratch/spikelab``) come back exactly as written; files of other
+writers give start_time/length from ``obs_intervals`` (else the spikes), metadata from the
+NWBFile fields and ``fs_Hz`` = 1/resolution, and neuron_attributes from the scalar Units columns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spikelab.formats.errors import LoadError, spikedata_or_load_error
+from spikelab.formats.nwb.layout import (
+    DEFAULT_GROUP,
+    DEFAULT_SPIKE_TIMES_DATASET,
+    DEFAULT_SPIKE_TIMES_INDEX_DATASET,
+    RESERVED_COLUMNS,
+    STATE_NAME,
+    Parts,
+    check_names,
+    parse_state,
+)
+from spikelab.formats.nwb.plain import read_plain
+from spikelab.spikedata.spikedata import SpikeData
+
+__all__ = ["load_spikedata_from_nwb"]
+
+
+def _decode(values: Any) -> list:
+    out = []
+    for v in values:
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out.append(v)
+    return out
+
+
+def _unit_columns(names: list[str], get, n: int) -> dict[str, list]:
+    """Scalar per-unit columns (not NWB-defined, not indexed) as Python lists."""
+    out = {}
+    for name in names:
+        if name in RESERVED_COLUMNS or f"{name}_index" in names or name.endswith("_index"):
+            continue
+        data = get(name)
+        if data is None or getattr(data, "ndim", 1) != 1 or len(data) != n:
+            continue
+        values = data[:]
+        if isinstance(values, np.ndarray) and values.dtype.kind not in "biufOSU":
+            continue
+        out[name] = _decode(values)
+    return out
+
+
+def _read_nwb_h5py(path: Path, source: str) -> Parts:
+    import h5py
+
+    parts = Parts()
+    with h5py.File(path, "r") as f:
+        for key in ("identifier", "session_description", "session_start_time"):
+            if key in f and isinstance(f[key], h5py.Dataset):
+                parts.file_meta[key] = _decode([f[key][()]])[0]
+        if f"scratch/{STATE_NAME}" in f:
+            parts.state = parse_state(f[f"scratch/{STATE_NAME}"][()], source)
+        units = f.get("units")
+        if not isinstance(units, h5py.Group):
+            return parts
+        if "spike_times" not in units or "spike_times_index" not in units:
+            raise LoadError(f"{source}: the Units table has no spike_times/spike_times_index")
+        st = units["spike_times"]
+        parts.times_s = np.asarray(st[()], dtype=np.float64)
+        parts.ends = np.asarray(units["spike_times_index"][()], dtype=np.int64)
+        res = st.attrs.get("resolution")
+        parts.resolution = None if res is None else float(res)
+        if parts.state is None:
+            n = parts.ends.size
+            colnames = _decode(units.attrs.get("colnames", []))
+
+            def get(name):
+                obj = units.get(name)
+                return obj if isinstance(obj, h5py.Dataset) else None
+
+            parts.columns = _unit_columns(colnames, get, n)
+            if "unit_name" in units:
+                parts.columns["unit_name"] = _decode(units["unit_name"][()])
+            if "obs_intervals" in units:
+                obs = np.asarray(units["obs_intervals"][()], dtype=np.float64).reshape(-1, 2)
+                if obs.size:
+                    parts.obs = (float(obs[:, 0].min()), float(obs[:, 1].max()))
+            if "electrodes" in units and "electrodes_index" in units:
+                rows = np.asarray(units["electrodes"][()], dtype=np.int64)
+                idx = np.asarray(units["electrodes_index"][()], dtype=np.int64)
+                table = units["electrodes"].attrs.get("table")
+                ids = np.asarray(f[table]["id"][()]) if table is not None else None
+                parts.electrode_ids = _electrode_ids(rows, idx, ids)
+    return parts
+
+
+def _electrode_ids(rows: np.ndarray, idx: np.ndarray, ids: np.ndarray | None) -> list | None:
+    """One electrode id per unit when every unit has exactly one electrode."""
+    if ids is None or idx.size == 0 or np.any(np.diff(idx, prepend=0) != 1):
+        return None
+    return [int(i) for i in ids[rows]]
+
+
+def _read_nwb_pynwb(path: Path, source: str) -> Parts:
+    from pynwb import NWBHDF5IO
+
+    parts = Parts()
+    try:
+        with NWBHDF5IO(str(path), mode="r") as io:
+            nwb = io.read()
+            parts.file_meta = {
+                "identifier": nwb.identifier,
+                "session_description": nwb.session_description,
+                "session_start_time": nwb.session_start_time.isoformat(),
+            }
+            if STATE_NAME in nwb.scratch:
+                parts.state = parse_state(nwb.scratch[STATE_NAME].data, source)
+            units = nwb.units
+            if units is None:
+                return parts
+            if "spike_times" not in units.colnames:
+                raise LoadError(f"{source}: the Units table has no spike_times column")
+            index = units["spike_times"]
+            parts.times_s = np.asarray(index.target.data[:], dtype=np.float64)
+            parts.ends = np.asarray(index.data[:], dtype=np.int64)
+            parts.resolution = None if units.resolution is None else float(units.resolution)
+            if parts.state is None:
+                n = parts.ends.size
+
+                def get(name):
+                    return getattr(units[name], "data", None)
+
+                names = list(units.colnames)
+                parts.columns = _unit_columns(names, get, n)
+                if "unit_name" in names:
+                    parts.columns["unit_name"] = _decode(units["unit_name"].data[:])
+                if "obs_intervals" in names:
+                    obs = np.asarray(units["obs_intervals"].target.data[:], dtype=np.float64)
+                    obs = obs.reshape(-1, 2)
+                    if obs.size:
+                        parts.obs = (float(obs[:, 0].min()), float(obs[:, 1].max()))
+                if "electrodes" in names:
+                    region = units["electrodes"]
+                    rows = np.asarray(region.target.data[:], dtype=np.int64)
+                    idx = np.asarray(region.data[:], dtype=np.int64)
+                    ids = np.asarray(region.target.table.id.data[:])
+                    parts.electrode_ids = _electrode_ids(rows, idx, ids)
+    except LoadError:
+        raise
+    except Exception as exc:  # pynwb/hdmf raise many types for files they cannot map
+        raise LoadError(
+            f"{source}: pynwb cannot read this file as NWB ({type(exc).__name__}: {exc}); "
+            "try prefer_pynwb=False"
+        ) from None
+    return parts
+
+
+def _assemble(parts: Parts, length_ms: float | None, source: str) -> SpikeData:
+    state = parts.state
+    ends = parts.ends
+    if state is not None:
+        n = int(state["N"])
+        if ends is None:
+            ends = np.zeros(n, dtype=np.int64)
+        start = float(state["start_time_ms"])
+        length = float(state["length_ms"])
+        offset = float(state.get("time_offset_ms", 0.0))
+        metadata = state.get("metadata") or {}
+        attrs = state.get("neuron_attributes")
+    else:
+        if ends is None:
+            raise LoadError(f"{source}: no Units table (no spike trains) in this NWB file")
+        n, offset = ends.size, 0.0
+        start, length = parts.start_ms, parts.length_ms
+        metadata = dict(parts.file_meta)
+        if isinstance(metadata.get("session_start_time"), str):  # same text from both readers
+            with contextlib.suppress(ValueError):
+                when = _dt.datetime.fromisoformat(metadata["session_start_time"])
+                metadata["session_start_time"] = when.isoformat()
+        if parts.resolution is not None and parts.resolution > 0:
+            metadata["fs_Hz"] = 1.0 / parts.resolution
+        attrs = _foreign_attributes(parts, n)
+    if ends.size != n:
+        raise LoadError(f"{source}: the spike index has {ends.size} entries for N={n} units")
+    if n and (np.any(np.diff(ends, prepend=0) < 0) or ends[-1] != parts.times_s.size):
+        raise LoadError(
+            f"{source}: corrupt spike index (not cumulative end offsets into "
+            f"{parts.times_s.size} spike times)"
+        )
+    if not n and parts.times_s.size:
+        raise LoadError(f"{source}: {parts.times_s.size} spike times but no unit")
+    ms = parts.times_s
+    ms *= 1000.0
+    if offset:
+        ms += offset
+    if start is None:  # other writers: the observed interval (else from 0), widened to the spikes
+        start = min(parts.obs[0] * 1000.0 if parts.obs else 0.0, float(ms.min(initial=np.inf)))
+    if length is None:
+        end = parts.obs[1] * 1000.0 if parts.obs else start
+        length = max(end, float(ms.max(initial=start))) - start
+    if length_ms is not None:
+        length = length_ms
+    trains = np.split(ms, ends[:-1]) if n else []
+    return spikedata_or_load_error(
+        source,
+        trains,
+        N=n,
+        length=length,
+        start_time=start,
+        neuron_attributes=attrs,
+        metadata=metadata,
+    )
+
+
+def _foreign_attributes(parts: Parts, n: int) -> list[dict] | None:
+    cols = dict(parts.columns)
+    if parts.electrode_ids is not None:
+        cols.setdefault("electrode", parts.electrode_ids)
+    if not cols or not n:
+        return None
+    return [{k: v[i] for k, v in cols.items()} for i in range(n)]
+
+
+def load_spikedata_from_nwb(
+    filepath: str | os.PathLike,
+    *,
+    prefer_pynwb: bool = True,
+    length_ms: float | None = None,
+    spike_times_dataset: str = DEFAULT_SPIKE_TIMES_DATASET,
+    spike_times_index_dataset: str = DEFAULT_SPIKE_TIMES_INDEX_DATASET,
+    group: str = DEFAULT_GROUP,
+) -> SpikeData:
+    """Read SpikeData (times in ms) from an NWB file or SpikeLab's plain HDF5 layout.
+
+    Parameters
+    ----------
+    filepath : NWB/HDF5 file.
+    prefer_pynwb : read NWB files through pynwb (True) or plain h5py (False); same result.
+    length_ms : recording length (ms) overriding the stored one.
+    spike_times_dataset, spike_times_index_dataset, group : names of the plain HDF5 layout;
+        non-default names read that layout with h5py (spike times in s, cumulative end index).
+
+    Files without SpikeLab's state (other NWB writers) give start_time/length from
+    ``obs_intervals`` (else the spikes), metadata from the NWBFile fields and ``fs_Hz`` =
+    1/resolution, and neuron_attributes from the scalar Units columns.
+    """
+    source = os.fspath(filepath)
+    if not isinstance(prefer_pynwb, bool):
+        raise LoadError(f"{source}: prefer_pynwb must be True or False, got {prefer_pynwb!r}")
+    default = check_names(
+        spike_times_dataset, spike_times_index_dataset, group, LoadError, str(source)
+    )
+    if length_ms is not None:
+        try:
+            length_ms = float(length_ms)
+        except (TypeError, ValueError):
+            raise LoadError(
+                f"{source}: length_ms must be a number (ms), got {length_ms!r}"
+            ) from None
+        if not math.isfinite(length_ms) or length_ms < 0:
+            raise LoadError(f"{source}: length_ms must be finite and >= 0 ms, got {length_ms!r}")
+    path = Path(source)
+    if not path.exists():
+        raise LoadError(f"{source}: no such file")
+    if path.is_dir():
+        raise LoadError(f"{source}: is a directory, not an NWB file")
+    import h5py
+
+    if not h5py.is_hdf5(path):
+        raise LoadError(f"{source}: not an NWB/HDF5 file (no HDF5 signature)")
+    try:
+        with h5py.File(path, "r") as f:
+            is_nwb = "nwb_version" in f.attrs
+        if default and is_nwb:
+            parts = (_read_nwb_pynwb if prefer_pynwb else _read_nwb_h5py)(path, source)
+        else:
+            parts = read_plain(path, source, group, spike_times_dataset, spike_times_index_dataset)
+    except LoadError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise LoadError(f"{source}: unreadable ({type(exc).__name__}: {exc})") from None
+    return _assemble(parts, length_ms, source)

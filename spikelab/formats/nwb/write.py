@@ -1,0 +1,443 @@
+"""Write SpikeData (times in ms) to a schema-valid NWB 2.x file through pynwb (times in s).
+
+- ``/units``: a Units table with one row per unit (ids ``0..N-1``): ``spike_times`` (s, ascending
+  per unit), ``obs_intervals`` (``[[start, end]]`` of the recording, s), a string ``unit_name``
+  (the ``cluster_id`` attribute when every unit has a distinct one, else the unit index), one
+  column per scalar neuron attribute, ``electrodes`` (a row index into ``/general/extracellular_
+  ephys/electrodes``, one row per distinct electrode, probe coordinates in ``rel_x``/``rel_y``/
+  ``rel_z``, um) when every unit has an electrode, and ``resolution`` = 1/fs (s) when the
+  sampling rate is known. The table is left out when the recording has no spike at all
+  (nwbinspector flags empty Units tables); N is still kept (see below).
+- ``/scratch/spikelab``: a JSON text holding what NWB has no field for, read back by the loader:
+  ``N``, ``start_time_ms``, ``length_ms``, ``time_offset_ms``, ``fs_Hz``, ``metadata`` and the full
+  ``neuron_attributes`` (both passed through ``json_safe``: tuples and arrays come back as lists).
+
+NWB times must not be negative, so when ``start_time`` < 0 every time is shifted:
+``t_nwb [s] = (t_ms - time_offset_ms) / 1000`` with ``time_offset_ms = min(start_time, 0)``, and
+``timestamps_reference_time`` is set ``time_offset_ms`` before ``session_start_time``.
+
+With any non-default name the exporter writes SpikeLab's plain HDF5 layout instead (not NWB;
+see :mod:`~spikelab.formats.nwb.plain`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import uuid
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spikelab.formats.atomic import atomic_file
+from spikelab.formats.errors import ExportError, OutputInTheWayError
+from spikelab.formats.nwb.layout import (
+    DEFAULT_GROUP,
+    DEFAULT_SPIKE_TIMES_DATASET,
+    DEFAULT_SPIKE_TIMES_INDEX_DATASET,
+    RESERVED_COLUMNS,
+    STATE_NAME,
+    check_names,
+    spikelab_state,
+)
+from spikelab.formats.nwb.options import COMPRESSIONS, nwb_options, resolve_fs
+from spikelab.formats.nwb.plain import write_plain
+from spikelab.formats.streaming import write_hdf5_times
+from spikelab.spikedata.spikedata import SpikeData
+
+__all__ = ["export_spikedata_to_nwb"]
+
+_ID_NAMESPACE = uuid.UUID("edfb8484-f02b-4bd4-bda1-352519cf2822")
+
+
+# ------------------------------------------------------------------------------ spike arrays
+def _checked_trains(sd: SpikeData) -> tuple[list[np.ndarray], np.ndarray]:
+    """The spike trains (float64 ms, each ascending) and the cumulative per-unit ends.
+
+    Checked unit by unit, without a full-size copy: a unit changed out of order after
+    construction is replaced by a sorted copy; a non-finite time or one outside the recording
+    raises ExportError (the first non-finite time in unit order; else the lowest time below
+    the start, else the highest above the end, in the first unit holding it).
+    """
+    trains = [_as_float_train(t) for t in sd.train]
+    ends = np.cumsum(np.fromiter((t.size for t in trains), dtype=np.int64, count=len(trains)))
+    for unit, t in enumerate(trains):
+        if t.size > 1 and not (t[1:] >= t[:-1]).all():  # a NaN anywhere fails this too
+            _check_finite(unit, t)
+            trains[unit] = np.sort(t)
+        elif t.size and not (math.isfinite(t[0]) and math.isfinite(t[-1])):
+            _check_finite(unit, t)  # ascending: finite when both ends are
+    full = [u for u, t in enumerate(trains) if t.size]
+    if full:
+        firsts = np.array([trains[u][0] for u in full])
+        lasts = np.array([trains[u][-1] for u in full])
+        lo_ms, hi_ms = float(sd.start_time), float(sd.start_time) + float(sd.length)
+        tmin, tmax = float(firsts.min()), float(lasts.max())
+        if tmin < lo_ms or tmax > hi_ms:
+            bad, ends_of = (tmin, firsts) if tmin < lo_ms else (tmax, lasts)
+            unit = full[int(np.flatnonzero(ends_of == bad)[0])]
+            raise ExportError(
+                f"unit {unit}: spike time {bad} ms lies outside the recording "
+                f"[{lo_ms}, {hi_ms}] ms; fix start_time/length before exporting"
+            )
+    return trains, ends
+
+
+def _as_float_train(train: Any) -> np.ndarray:
+    flat = np.ravel(train)
+    return flat if flat.dtype == np.float64 else flat.astype(np.float64, casting="same_kind")
+
+
+def _check_finite(unit: int, t: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(t))
+    if bad.size:
+        raise ExportError(f"unit {unit}: spike time {t[bad[0]]} is not finite")
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value if isinstance(value, bool | int | float | str) else None
+
+
+def _attribute_columns(attrs: list[dict] | None, n: int) -> dict[str, np.ndarray]:
+    """Scalar attributes (bool, int, float or str) that every unit has, one array per key."""
+    if not attrs or n == 0:
+        return {}
+    out: dict[str, np.ndarray] = {}
+    for key in attrs[0]:
+        if not isinstance(key, str) or key in RESERVED_COLUMNS or "/" in key or not key:
+            continue
+        values = [_scalar(a.get(key)) for a in attrs]
+        if any(v is None for v in values):
+            continue
+        kinds = {
+            str if isinstance(v, str) else bool if isinstance(v, bool) else float for v in values
+        }
+        if len(kinds) != 1:
+            continue
+        if kinds == {str}:
+            out[key] = np.array(values, dtype=object)
+        elif kinds == {bool}:
+            out[key] = np.array(values, dtype=bool)
+        elif all(isinstance(v, int) for v in values) and all(abs(v) < 2**63 for v in values):
+            out[key] = np.array(values, dtype=np.int64)
+        else:
+            out[key] = np.array(values, dtype=np.float64)
+    return out
+
+
+def _unit_names(attrs: list[dict] | None, n: int) -> np.ndarray:
+    ids = [a.get("cluster_id") for a in attrs] if attrs else None
+    if ids is not None and all(_scalar(i) is not None for i in ids):
+        names = [str(_scalar(i)) for i in ids]
+        if len(set(names)) == n:
+            return np.array(names, dtype=object)
+    return np.array([str(i) for i in range(n)], dtype=object)
+
+
+def _stable_identifier(stem: str, trains: list[np.ndarray], ends: np.ndarray, text: str) -> str:
+    """uuid5 of a SHA-256 of the file stem, the spike counts, a per-unit checksum of the spike
+    times (wrapping sum of their 64-bit patterns: one pass, any changed spike changes it) and
+    ``text`` (state and options)."""
+    h = hashlib.sha256()
+    h.update(stem.encode())
+    h.update(np.ascontiguousarray(ends, dtype="<i8").tobytes())
+    sums = [np.add.reduce(np.ascontiguousarray(t, "<f8").view("<u8")) for t in trains if t.size]
+    if sums:
+        h.update(np.array(sums, dtype="<u8").tobytes())
+    h.update(text.encode())
+    return str(uuid.uuid5(_ID_NAMESPACE, h.hexdigest()))
+
+
+# ---------------------------------------------------------------------------------- writers
+@contextlib.contextmanager
+def _write_errors(target: str):
+    """Turn h5py/HDF5 write failures (disk full, quota...) into one OSError naming the file."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        first = (str(exc).splitlines() or [""])[0][:300]
+        raise OSError(
+            f"{target}: writing failed ({type(exc).__name__}: {first}); "
+            "an existing file at this path is unchanged"
+        ) from exc
+
+
+def _build_nwbfile(sd, opts, state_text, ends, fs, offset_ms, compression):
+    """The NWBFile and the H5DataIO of its spike times (None without a Units table): an empty
+    dataset of known shape that the caller fills after ``io.write``, block by block."""
+    from hdmf.backends.hdf5 import H5DataIO
+    from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
+    from pynwb import NWBFile
+    from pynwb.ecephys import ElectrodesTable
+    from pynwb.file import Subject
+    from pynwb.misc import Units
+
+    start = opts["session_start_time"]
+    nwbfile = NWBFile(
+        session_description=opts["session_description"],
+        identifier=opts["identifier"],
+        session_start_time=start,
+        timestamps_reference_time=start + _dt.timedelta(milliseconds=offset_ms),
+        lab=opts["lab"],
+        institution=opts["institution"],
+        experimenter=opts["experimenter"],
+        subject=None if opts["subject"] is None else Subject(**opts["subject"]),
+    )
+    nwbfile.add_scratch(
+        state_text,
+        name=STATE_NAME,
+        description=(
+            "SpikeLab round-trip state (JSON): N, start_time_ms, length_ms, time_offset_ms "
+            "(NWB time 0 is this SpikeLab time, ms), fs_Hz, metadata, neuron_attributes"
+        ),
+    )
+    n = sd.N
+    if not ends.size or not ends[-1]:
+        return nwbfile, None  # no spike at all: no Units table (N is in the JSON state)
+
+    unit_rows = np.arange(n, dtype=np.int64)
+    one_per_unit = np.arange(1, n + 1, dtype=np.int64)
+    times_io = H5DataIO(shape=(int(ends[-1]),), dtype=np.float64, compression=compression)
+    spike_times = VectorData(
+        name="spike_times",
+        description="the spike times for each unit in seconds",
+        data=times_io,
+    )
+    lo_s = (float(sd.start_time) - offset_ms) / 1000.0
+    hi_s = (float(sd.start_time) + float(sd.length) - offset_ms) / 1000.0
+    obs = VectorData(
+        name="obs_intervals",
+        description="the observation intervals for each unit (the whole recording), in seconds",
+        data=np.tile(np.array([[lo_s, hi_s]], dtype=np.float64), (n, 1)),
+    )
+    columns = [
+        spike_times,
+        VectorIndex(name="spike_times_index", data=ends, target=spike_times),
+        obs,
+        VectorIndex(name="obs_intervals_index", data=one_per_unit, target=obs),
+        VectorData(
+            name="unit_name",
+            description="unit name: the cluster_id attribute, else the SpikeLab unit index",
+            data=_unit_names(sd.neuron_attributes, n),
+        ),
+    ]
+    electrodes = sd.electrodes
+    if electrodes is not None:
+        device = nwbfile.create_device(
+            name="device", description="recording device (not described in the SpikeData)"
+        )
+        egroup = nwbfile.create_electrode_group(
+            name="electrode_group",
+            description="all electrodes of the recording",
+            location=opts["electrode_location"],
+            device=device,
+        )
+        elec_ids, first, rows = np.unique(electrodes, return_index=True, return_inverse=True)
+        m = elec_ids.size
+        ecols = [
+            VectorData(
+                name="location",
+                description="Location of the electrode (channel).",
+                data=np.array([opts["electrode_location"]] * m, dtype=object),
+            ),
+            VectorData(
+                name="group",
+                description="Reference to the ElectrodeGroup.",
+                data=[egroup] * m,
+            ),
+            VectorData(
+                name="group_name",
+                description="Name of the ElectrodeGroup.",
+                data=np.array([egroup.name] * m, dtype=object),
+            ),
+        ]
+        locations = sd.unit_locations
+        if locations is not None and 1 <= locations.shape[1] <= 3:
+            for axis, name in enumerate(("rel_x", "rel_y", "rel_z")[: locations.shape[1]]):
+                ecols.append(
+                    VectorData(
+                        name=name,
+                        description=f"{name[-1]} coordinate in electrode group, um "
+                        "(location of the first unit on this electrode)",
+                        data=locations[first, axis].astype(np.float32),
+                    )
+                )
+        table = ElectrodesTable(id=elec_ids.astype(np.int64), columns=ecols)
+        nwbfile.electrodes = table
+        region = DynamicTableRegion(
+            name="electrodes",
+            description="row of the electrodes table each unit was recorded on",
+            data=rows.astype(np.int64).reshape(-1),
+            table=table,
+        )
+        columns += [region, VectorIndex(name="electrodes_index", data=one_per_unit, target=region)]
+    for key, values in _attribute_columns(sd.neuron_attributes, n).items():
+        columns.append(
+            VectorData(name=key, description=f"SpikeLab neuron attribute {key!r}", data=values)
+        )
+    shift = "" if not offset_ms else f"; NWB time 0 is SpikeLab time {offset_ms!r} ms"
+    nwbfile.units = Units(
+        name="units",
+        description=f"Spike-sorted units exported from SpikeLab{shift}",
+        id=unit_rows,
+        columns=columns,
+        resolution=None if fs is None else 1.0 / fs,
+        electrode_table=nwbfile.electrodes,
+    )
+    return nwbfile, times_io
+
+
+def export_spikedata_to_nwb(
+    sd: SpikeData,
+    filepath: str | os.PathLike,
+    *,
+    spike_times_dataset: str = DEFAULT_SPIKE_TIMES_DATASET,
+    spike_times_index_dataset: str = DEFAULT_SPIKE_TIMES_INDEX_DATASET,
+    group: str = DEFAULT_GROUP,
+    fs_Hz: float | None = None,
+    identifier: str | None = None,
+    session_description: str | None = None,
+    session_start_time: _dt.datetime | str | None = None,
+    subject_id: str | None = None,
+    species: str | None = None,
+    sex: str | None = None,
+    age: str | None = None,
+    lab: str | None = None,
+    institution: str | None = None,
+    experimenter: str | Sequence[str] | None = None,
+    electrode_location: str = "unknown",
+    compression: str | None = None,
+) -> None:
+    """Write ``sd`` (times in ms) to an NWB file (spike times in s); see the module docstring.
+
+    Parameters
+    ----------
+    sd : SpikeData
+    filepath : path of the file to write (replaced atomically, only on success).
+    spike_times_dataset, spike_times_index_dataset, group : any non-default name writes the
+        plain HDF5 layout (not NWB) and warns.
+    fs_Hz : sampling rate (Hz) for ``Units.resolution`` = 1/fs_Hz (s); default
+        ``sd.metadata["fs_Hz"]``, else unset (nwbinspector then flags the missing resolution).
+    identifier : NWB identifier; default a uuid5 of the file stem, the spike times, metadata,
+        attributes and these options (the same recording and options give the same one).
+    session_description : default ``sd.metadata["session_description"]``, else a generic text.
+    session_start_time : timezone-aware datetime or ISO 8601 string; default
+        ``sd.metadata["session_start_time"]``, else 1970-01-01T00:00:00+00:00.
+    subject_id, species, sex, age : NWB Subject, written if any is given here or in the dict
+        ``sd.metadata["subject"]``; ``age`` is an ISO 8601 duration such as ``"P90D"``.
+        nwbinspector reports a missing Subject as CRITICAL; DANDI wants all four, species like
+        ``"Mus musculus"`` and sex one of M, F, U, O.
+    lab, institution, experimenter : NWBFile fields (experimenter: a name or a list).
+    electrode_location : brain area of the electrodes (ElectrodeGroup and electrodes table);
+        for a mouse nwbinspector wants an Allen CCF term (e.g. ``"CA1"``), not ``"unknown"``.
+    compression : None (fastest), "gzip" or "lzf" for the spike-times dataset.
+    """
+    if not isinstance(sd, SpikeData):
+        raise ExportError(f"sd must be a SpikeData, got {type(sd).__name__}")
+    if len(sd.train) != sd.N:
+        raise ExportError(f"sd.N={sd.N} but sd.train holds {len(sd.train)} units")
+    if compression not in COMPRESSIONS:
+        raise ExportError(
+            f"compression must be one of {', '.join(map(repr, COMPRESSIONS))}, got {compression!r}"
+        )
+    target = os.fspath(filepath)
+    if not isinstance(target, str) or not target:
+        raise ExportError(f"filepath must be a file path, got {filepath!r}")
+    if target.startswith("s3://"):
+        raise ExportError(f"{target}: NWB export writes local files; upload the file afterwards")
+    is_nwb = check_names(spike_times_dataset, spike_times_index_dataset, group, ExportError, target)
+    fs = resolve_fs(sd, fs_Hz)
+    opts = nwb_options(
+        sd,
+        {
+            "identifier": identifier,
+            "session_description": session_description,
+            "session_start_time": session_start_time,
+            "subject_id": subject_id,
+            "species": species,
+            "sex": sex,
+            "age": age,
+            "lab": lab,
+            "institution": institution,
+            "experimenter": experimenter,
+            "electrode_location": electrode_location,
+        },
+    )
+    if Path(target).is_dir():
+        raise OutputInTheWayError(f"{target}: a directory is in the way of the output file")
+    trains, ends = _checked_trains(sd)
+    n_spikes = int(ends[-1]) if ends.size else 0
+    if np.asarray(sd.raw_data).size:
+        warnings.warn(
+            f"{target}: raw_data ({np.shape(sd.raw_data)}) is not exported; "
+            "only spike trains, metadata and neuron_attributes are",
+            UserWarning,
+            stacklevel=2,
+        )
+    if not is_nwb:
+        warnings.warn(
+            f"{target}: non-default names (group={group!r}, spike_times_dataset="
+            f"{spike_times_dataset!r}, spike_times_index_dataset={spike_times_index_dataset!r}) "
+            "write SpikeLab's plain HDF5 layout: this file is not schema-valid NWB (pynwb, "
+            "nwbinspector, DANDI and SpikeInterface will not read it). Keep the default names "
+            "for a real NWB file.",
+            UserWarning,
+            stacklevel=2,
+        )
+        state = spikelab_state(sd, fs, 0.0)
+        with atomic_file(target) as tmp, _write_errors(target):
+            write_plain(
+                tmp,
+                group,
+                spike_times_dataset,
+                spike_times_index_dataset,
+                trains,
+                ends,
+                sd,
+                state,
+                compression,
+            )
+        return
+
+    if fs is None and n_spikes:
+        warnings.warn(
+            f"{target}: sampling rate unknown, Units.resolution is left unset (nwbinspector "
+            "reports it); pass fs_Hz= or set metadata['fs_Hz']",
+            UserWarning,
+            stacklevel=2,
+        )
+    offset_ms = float(sd.start_time) if sd.start_time < 0 else 0.0
+    state_text = json.dumps(spikelab_state(sd, fs, offset_ms))
+    if opts["identifier"] is None:
+        options = json.dumps(
+            {k: v for k, v in opts.items() if k != "identifier"}, default=str, sort_keys=True
+        )
+        opts["identifier"] = _stable_identifier(
+            Path(target).stem, trains, ends, state_text + options
+        )
+
+    if not target.endswith(".nwb"):
+        warnings.warn(
+            f"{target}: NWB files (HDF5 backend) should end in '.nwb' (nwbinspector flags it)",
+            UserWarning,
+            stacklevel=2,
+        )
+    import h5py
+    from pynwb import NWBHDF5IO
+
+    nwbfile, times_io = _build_nwbfile(sd, opts, state_text, ends, fs, offset_ms, compression)
+    # An open h5py.File: pynwb would warn that the temporary name does not end in .nwb.
+    with atomic_file(target) as tmp, _write_errors(target), h5py.File(tmp, "w") as h5:
+        with NWBHDF5IO(file=h5, mode="w") as io:
+            io.write(nwbfile, expandable=())  # contiguous datasets: no chunk copies
+            if times_io is not None:  # NWB time 0 is SpikeLab time offset_ms
+                write_hdf5_times(times_io.dataset, trains, "s", offset_ms=offset_ms)
