@@ -15,7 +15,7 @@ import yaml
 from conftest import BIN, REPO, copy_workflow, run_snakemake
 
 from spikelab.formats.pickle_io import export_to_pickle, load_spikedata_from_pickle
-from spikelab.workflow.batches import plan_batches
+from spikelab.workflow.batches import batch_key, plan_batches
 from spikelab.workflow.inputs import Recording
 from spikelab.workflow.summary import read_summary
 
@@ -63,14 +63,20 @@ def use_directory_input(workdir: Path) -> None:
     )
 
 
-def per_recording_jobs(*recordings: str, targets=RULE_TARGETS, figures=True) -> Counter:
+def per_batch_jobs(*batches: str, targets=RULE_TARGETS, figures=True) -> Counter:
+    """The jobs of the batches with keys ``batches``, and the summary jobs."""
     jobs = Counter({"summary": 1, "check": 1, "all": 1, "report_table": 1})
-    for rec in recordings:
-        jobs[f"report_figures__{rec}"] += int(figures)
+    for key in batches:
+        jobs[f"report_figures__{key}"] += int(figures)
         for t in targets:
-            jobs[f"export_{t}__{rec}"] += 1
-            jobs[f"verify_{t}__{rec}"] += 1
+            jobs[f"export_{t}__{key}"] += 1
+            jobs[f"verify_{t}__{key}"] += 1
     return jobs
+
+
+def alone(*names: str) -> list[str]:
+    """The batch keys of ``names``, each in a batch of its own (batch_size: 1)."""
+    return [batch_key([n]) for n in names]
 
 
 def mtimes(root: Path) -> dict[str, int]:
@@ -106,12 +112,12 @@ def finished(tmp_path_factory) -> Path:
 
 # --------------------------------------------------------------------------- dry run
 def test_dry_run_lists_an_export_and_a_verify_job_per_target_and_batch(workflow_dir):
-    # default batch_size 100: the three example recordings form one batch, led by empty_units
-    assert planned_jobs(workflow_dir) == per_recording_jobs("empty_units")
+    # default batch_size 100: the three example recordings form one batch
+    assert planned_jobs(workflow_dir) == per_batch_jobs(batch_key(RECORDINGS))
     set_config(workflow_dir, batch_size=1)
-    assert planned_jobs(workflow_dir) == per_recording_jobs(*RECORDINGS)
+    assert planned_jobs(workflow_dir) == per_batch_jobs(*alone(*RECORDINGS))
     set_config(workflow_dir, formats=["nwb"])
-    assert planned_jobs(workflow_dir) == per_recording_jobs(*RECORDINGS, targets=["nwb"])
+    assert planned_jobs(workflow_dir) == per_batch_jobs(*alone(*RECORDINGS), targets=["nwb"])
 
 
 # ------------------------------------------------------------------------- full run
@@ -130,9 +136,10 @@ def test_full_run_writes_every_output_and_verifies_each(finished):
     )
     assert {r["status"] for r in rows} == {"ok"}
     assert (finished / "results" / "verified.ok").is_file()
-    log = (finished / "logs" / "export" / "nwb" / "small.log").read_text()
+    (small,) = alone("small")
+    log = (finished / "logs" / "export" / "nwb" / f"{small}.log").read_text()
     assert re.search(r"INFO wrote results/nwb/small\.nwb \(\d+ bytes, [\d.]+ s\)", log)
-    assert (finished / "benchmarks" / "export" / "nwb" / "small.tsv").is_file()
+    assert (finished / "benchmarks" / "export" / "nwb" / f"{small}.tsv").is_file()
 
 
 def test_second_run_has_nothing_to_do(finished):
@@ -143,7 +150,7 @@ def test_second_run_has_nothing_to_do(finished):
 def test_touching_one_input_reruns_only_that_recordings_jobs(finished, tmp_path):
     wd = clone(finished, tmp_path / "wf")
     edit_recording(wd / "example" / "recordings" / "small.pkl")
-    assert planned_jobs(wd) == per_recording_jobs("small")
+    assert planned_jobs(wd) == per_batch_jobs(*alone("small"))
 
 
 def test_changing_one_format_option_reruns_only_that_format(finished, tmp_path):
@@ -151,10 +158,10 @@ def test_changing_one_format_option_reruns_only_that_format(finished, tmp_path):
     set_config(wd, hdf5__ragged__times_unit="s")  # not a key of the ragged style: no effect
     assert planned_jobs(wd) == Counter()
     set_config(wd, nwb__session_description="Session of {recording}")
-    assert planned_jobs(wd) == per_recording_jobs(*RECORDINGS, targets=["nwb"], figures=False)
+    assert planned_jobs(wd) == per_batch_jobs(*alone(*RECORDINGS), targets=["nwb"], figures=False)
     set_config(wd, hdf5__raster__raster_bin_size_ms=2.0)
-    assert planned_jobs(wd) == per_recording_jobs(
-        *RECORDINGS, targets=["nwb", "hdf5_raster"], figures=False
+    assert planned_jobs(wd) == per_batch_jobs(
+        *alone(*RECORDINGS), targets=["nwb", "hdf5_raster"], figures=False
     )
     before = mtimes(wd)
     smk(wd)
@@ -189,7 +196,7 @@ def test_touching_one_input_reruns_only_its_batch(tmp_path):
     batches = plan_batches([Recording(n, n) for n in all_names], 3)
     assert len(batches) > 1
     edit_recording(wd / "example" / "recordings" / f"{batches[-1].names[-1]}.pkl")
-    assert planned_jobs(wd) == per_recording_jobs(
+    assert planned_jobs(wd) == per_batch_jobs(
         batches[-1].key, targets=["hdf5_ragged", "hdf5_raster", "pickle"]
     )
 

@@ -31,6 +31,7 @@ from conftest import BIN, copy_workflow, run_snakemake
 
 from spikelab.formats.pickle_io import export_to_pickle
 from spikelab.spikedata import SpikeData
+from spikelab.workflow.batches import batch_key
 from spikelab.workflow.summary import read_summary
 from spikelab.workflow.targets import selected_targets, targets_from_config
 from spikelab.workflow.verify import verify_recording
@@ -385,7 +386,11 @@ def test_bad_recording_names_and_sheet_sampling_rates_are_rejected_at_start(tmp_
 
 
 # ============================================================ faults of the filesystem
-def _small_workflow(tmp_path: Path, names=("rec_a", "rec_b", "rec_c"), **config) -> Path:
+SMALL = ("rec_a", "rec_b", "rec_c")
+SMALL_BATCH = batch_key(SMALL)  # their one batch under the default batch_size
+
+
+def _small_workflow(tmp_path: Path, names=SMALL, **config) -> Path:
     wd = copy_workflow(tmp_path / "wf", example=False)
     (wd / "in").mkdir()
     for i, name in enumerate(names):
@@ -435,7 +440,7 @@ def test_a_read_only_output_folder_fails_its_jobs_and_the_others_verify(tmp_path
         assert re.search(r"(Permission denied|Operation not permitted).*results/nwb", out), out[
             -3000:
         ]
-        assert set(re.findall(r"Error in rule (\w+):", out)) == {"export_nwb__rec_a"}
+        assert set(re.findall(r"Error in rule (\w+):", out)) == {f"export_nwb__{SMALL_BATCH}"}
         assert list((wd / "results" / "nwb").iterdir()) == []
         for target in ("hdf5/ragged", "hdf5/raster", "kilosort", "pickle"):
             assert _verify_json_ok(wd, target), target
@@ -468,7 +473,8 @@ def test_a_full_disk_fails_the_jobs_cleanly_and_a_rerun_completes(tmp_path):
     assert proc.returncode != 0
     assert re.search(r"File too large|file write failed|is the disk full", out), out[-3000:]
     failed = set(re.findall(r"Error in rule (\w+):", out))
-    assert failed and all(rule.startswith("export_") and rule.endswith("__big") for rule in failed)
+    big_batch = batch_key(["big"])
+    assert failed and all(r.startswith("export_") and r.endswith(f"__{big_batch}") for r in failed)
     assert "recording 'big'" in out  # the failure names the recording being converted
     # nothing half-written: no temporaries, and whatever is at a final path reads back whole
     assert stray_temporaries(wd) == []
@@ -498,7 +504,7 @@ def test_a_folder_where_an_output_file_goes_fails_its_job_and_is_kept(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "results/nwb/rec_b.nwb: a directory is in the way of the output file" in out
-    assert set(re.findall(r"Error in rule (\w+):", out)) == {"export_nwb__rec_a"}
+    assert set(re.findall(r"Error in rule (\w+):", out)) == {f"export_nwb__{SMALL_BATCH}"}
     assert (in_the_way / "notes.txt").read_text() == "somebody's notes"  # not deleted
     assert _verify_json_ok(wd, "pickle")
     (in_the_way / "notes.txt").unlink()
@@ -585,4 +591,5 @@ def test_allow_globals_and_trusted_pickles_convert_a_refused_pickle(tmp_path):
     configure(wd, allow_globals=[], trusted_pickles=True)
     proc = smk(wd, CHECK, "--cores", "2")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert "trusted_pickles" in (wd / "logs" / "export" / "pickle" / "custom.log").read_text()
+    log = wd / "logs" / "export" / "pickle" / f"{batch_key(['custom', 'plain'])}.log"
+    assert "trusted_pickles" in log.read_text()

@@ -13,6 +13,7 @@ import yaml
 from conftest import BIN, REPO, copy_workflow, run_snakemake
 from s3_server import running_s3_server
 
+from spikelab.workflow.batches import batch_key
 from spikelab.workflow.summary import read_summary
 
 pytest.importorskip("snakemake_storage_plugin_s3", reason="needs snakemake-storage-plugin-s3")
@@ -109,7 +110,7 @@ def test_full_run_reads_pickles_from_an_s3_prefix_and_writes_every_result_to_s3(
                 expected |= {f"out/results/kilosort/{rec}/{f}" for f in KILOSORT_FILES}
             else:
                 expected.add(f"out/results/{target}/{rec}{EXTENSIONS[target]}")
-            expected.add(f"out/logs/export/{target}/empty_units.log")
+            expected.add(f"out/logs/export/{target}/{batch_key(RECORDINGS)}.log")
         expected.add(f"out/results/report/{rec}.png")
     missing = expected - keys
     assert not missing, f"objects not written: {sorted(missing)}"
@@ -152,7 +153,7 @@ def test_a_sample_sheet_may_list_s3_objects(s3, tmp_path):
     set_inputs(wd, sample_sheet="sheet.tsv")
     proc = smk(wd, plugin_env(s3), "-n")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "export_nwb__empty_units" in proc.stdout
+    assert f"export_nwb__{batch_key(RECORDINGS)}" in proc.stdout
 
     sheet.write_text(sheet.read_text() + f"ghost\ts3://{bucket}/in/ghost.pkl\t\n")
     proc = smk(wd, plugin_env(s3), "-n")
