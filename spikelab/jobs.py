@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from spikelab import isolation
 from spikelab.formats.atomic import atomic_directory, atomic_file
 from spikelab.formats.errors import (
     ExportError,
@@ -34,6 +35,8 @@ from spikelab.formats.errors import (
     MissingSamplingRateError,
     OutputInTheWayError,
 )
+from spikelab.formats.registry import ResourceModel
+from spikelab.isolation import Limits
 from spikelab.spikedata.spikedata import InvalidSpikeDataError
 
 __all__ = [
@@ -51,6 +54,15 @@ __all__ = [
     "write_failure_stub",
     "read_failure_stub",
     "for_each_recording",
+    "RecordingLimits",
+    "is_environment_fault",
+    "EnvironmentFault",
+    "Limits",
+    "LOADING",
+    "EXPORTING",
+    "READING_OUTPUT",
+    "COMPARING",
+    "DRAWING",
 ]
 
 ON_BAD_RECORDING = ("continue", "fail")
@@ -92,12 +104,17 @@ ResultT = TypeVar("ResultT")
 
 @dataclass(frozen=True)
 class Fault:
-    """A recording that could not be processed: ``error`` is one line naming the source."""
+    """A recording that could not be processed: ``error`` is one line naming the source,
+    ``description`` the same without the source, ``phase`` what the work was doing
+    (``loading``, ``exporting``...); ``exception`` is what was raised (in-process) or the
+    child's :class:`~spikelab.isolation.ChildFailure`."""
 
     recording: str
     source: str
     error: str
     exception: BaseException
+    description: str = ""
+    phase: str = ""
 
 
 def setup_logging(log_path: str | os.PathLike | None, *, stderr_level: int = logging.ERROR):
@@ -152,6 +169,51 @@ def load_source(source: str | os.PathLike, pickle_loading: Mapping[str, Any] | N
     return load_spikedata_from_pickle(source, **loading)
 
 
+#: Least memory (MB) a recording's child may use, whatever the job's own estimate says.
+MIN_RECORDING_MEMORY_MB = 256
+
+
+@dataclass(frozen=True)
+class RecordingLimits:
+    """How a batch job isolates its recordings: ``memory_mb`` and ``seconds`` from the
+    config's ``recording_limits`` (None: derived, see :meth:`for_source`), and ``job_mem_mb``,
+    the memory the job asked its scheduler for."""
+
+    memory_mb: float | None = None
+    seconds: float | None = None
+    job_mem_mb: float | None = None
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any] | None, job_mem_mb: float | None = None
+    ) -> RecordingLimits:
+        """From the ``recording_limits`` param (``memory_mb``, ``seconds``) and the job's
+        ``mem_mb`` resource."""
+        params = dict(params or {})
+        return cls(params.get("memory_mb"), params.get("seconds"), job_mem_mb)
+
+    def for_source(self, source: str | os.PathLike, resources: ResourceModel) -> Limits:
+        """The limits of the child converting ``source``.
+
+        Memory: ``memory_mb`` when set, else what the job asked for (``job_mem_mb``) minus
+        what the job itself holds, at least :data:`MIN_RECORDING_MEMORY_MB`; no limit when
+        both are unknown. Time: ``seconds`` when set, else ``resources``' wall-time estimate
+        for a job of this one recording (its size on disk).
+        """
+        memory_mb = self.memory_mb
+        if memory_mb is None and self.job_mem_mb is not None:
+            held = isolation.resident_mb() or 0.0
+            memory_mb = max(float(self.job_mem_mb) - held, MIN_RECORDING_MEMORY_MB)
+        seconds = self.seconds
+        if seconds is None:
+            try:
+                size_mb = output_size(source) / 2**20
+            except OSError:
+                size_mb = 0.0
+            seconds = resources.runtime_min([size_mb]) * 60.0
+        return Limits(memory_mb=memory_mb, seconds=seconds)
+
+
 def write_failure_stub(
     path: str | os.PathLike,
     *,
@@ -200,6 +262,36 @@ def read_failure_stub(path: str | os.PathLike) -> str | None:
     return "export failed"
 
 
+#: Phases of a recording's work, reported by :func:`spikelab.isolation.phase`; exceptions
+#: other than data faults in a writing phase are the environment's (a full disk), not the
+#: recording's.
+LOADING, EXPORTING, READING_OUTPUT, COMPARING, DRAWING = (
+    "loading",
+    "exporting",
+    "reading the output",
+    "comparing",
+    "drawing",
+)
+WRITING_PHASES = frozenset({EXPORTING, DRAWING})
+
+
+class EnvironmentFault(RuntimeError):
+    """An isolated recording's work failed for a reason outside the recording (a full disk, a
+    read-only folder, something in the way of the output): the job fails, as it would
+    in-process."""
+
+
+def is_environment_fault(exc: BaseException, phase: str) -> bool:
+    """True for faults of the output folder or the machine rather than of the recording."""
+    if isinstance(exc, NOT_DATA_FAULTS):
+        return True
+    return (
+        isinstance(exc, OSError)
+        and not isinstance(exc, FileNotFoundError)
+        and phase in WRITING_PHASES
+    )
+
+
 def for_each_recording(
     items: Sequence[ItemT],
     work: Callable[[ItemT], ResultT],
@@ -210,36 +302,68 @@ def for_each_recording(
     failed: str,
     error_type: type[BatchError] = BatchError,
     finish: Callable[[list[ResultT]], None] | None = None,
+    isolate: Callable[[ItemT], Limits] | None = None,
+    encode: Callable[[ResultT], Any] = lambda value: value,
+    decode: Callable[[Any], ResultT] = lambda value: value,
 ) -> list[ResultT]:
-    """``[work(item) for item in items]``, where a data fault of one recording
-    (:data:`DATA_FAULTS`) does not stop the others.
+    """``[work(item) for item in items]``, where the fault of one recording does not stop the
+    others.
+
+    In-process (``isolate=None``), a data fault (:data:`DATA_FAULTS`) is the recording's
+    fault; any other exception is a bug of the job. With ``isolate``, each ``work(item)`` runs
+    in a forked child under the limits ``isolate(item)`` gives
+    (:func:`spikelab.isolation.run_isolated`; results cross as JSON through ``encode`` and
+    ``decode``), and whatever ends that child — any exception, a crash, running out of memory
+    or time — is the recording's fault, except an :func:`environment fault
+    <is_environment_fault>`, which fails the job (:class:`EnvironmentFault`).
 
     A faulty item's result is ``on_fault(item, fault, keep_going)``; ``keep_going`` is True
     under ``on_bad_recording="continue"`` (leave a record of the failure in place of the
     output). Under ``"fail"``, :class:`BatchError` (or ``error_type``) is raised after the last
     item: ``"<failed>: <n> of <m> recordings ..."``-style text is built from ``failed``, e.g.
     ``"nwb: {bad} of {total} recordings could not be converted"``. ``finish(results)`` runs
-    after the last item (before that error). Any other exception gets the note
-    ``context(item)`` and is raised at once.
+    after the last item (before that error). Errors that fail the job get the note
+    ``context(item)``.
     """
     if on_bad_recording not in ON_BAD_RECORDING:
         raise ValueError(
             f"on_bad_recording must be one of {ON_BAD_RECORDING}, got {on_bad_recording!r}"
         )
     keep_going = on_bad_recording == "continue"
+    isolated = isolate is not None and isolation.available()
     results: list[ResultT] = []
     faults: list[Fault] = []
     for item in items:
+        isolation.phase(LOADING)
         try:
-            result = work(item)
+            if isolated:
+                result = isolation.run_isolated(
+                    lambda item=item: work(item),
+                    limits=isolate(item),
+                    encode=encode,
+                    decode=decode,
+                    is_environment=is_environment_fault,
+                    is_expected=lambda exc: isinstance(exc, DATA_FAULTS),
+                )
+            else:
+                result = work(item)
+        except isolation.ChildFailure as failure:
+            if failure.environment:
+                exc = EnvironmentFault(failure.describe())
+                exc.add_note(context(item))
+                raise exc from None
+            text = failure.describe()
+            fault = Fault(
+                item.recording, item.source, _fault_text(text, item), failure, text, failure.phase
+            )
+            faults.append(fault)
+            result = on_fault(item, fault, keep_going)
         except DATA_FAULTS as exc:
             if isinstance(exc, NOT_DATA_FAULTS):
                 exc.add_note(context(item))
                 raise
-            error = describe_error(exc)
-            if item.source not in error:
-                error = f"{item.source}: {error}"
-            fault = Fault(item.recording, item.source, error, exc)
+            text, phase = describe_error(exc), isolation.current_phase()
+            fault = Fault(item.recording, item.source, _fault_text(text, item), exc, text, phase)
             faults.append(fault)
             result = on_fault(item, fault, keep_going)
         except BaseException as exc:
@@ -255,3 +379,8 @@ def for_each_recording(
             + "\n  - ".join(f"{f.recording}: {f.error}" for f in faults)
         )
     return results
+
+
+def _fault_text(description: str, item: Item) -> str:
+    """The one-line error of a faulty item: its description, naming the source."""
+    return description if item.source in description else f"{item.source}: {description}"

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = [
     "ENV_PREFIX",
     "S3Error",
+    "redact",
     "S3LocationError",
     "is_s3_url",
     "parse_s3_url",
@@ -101,15 +103,47 @@ def make_client(
     )
 
 
+# ------------------------------------------------------------------------------ redaction
+_SECRET_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    ENV_PREFIX + "ACCESS_KEY",
+    ENV_PREFIX + "SECRET_KEY",
+    ENV_PREFIX + "TOKEN",
+)
+_CREDENTIAL = re.compile(r"(Credential=)[^\s,;\"'&]+", re.IGNORECASE)
+_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{12,}\b")
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` without credentials: the ``Credential=...`` part of an echoed request, anything
+    shaped like an AWS access key id, and every value of ``secrets`` and of the credential
+    environment variables (AWS_* and SNAKEMAKE_STORAGE_S3_*)."""
+    text = _CREDENTIAL.sub(r"\1<redacted>", text)
+    text = _KEY_ID.sub("<redacted key id>", text)
+    values = [*secrets, *(os.environ.get(name) for name in _SECRET_VARIABLES)]
+    for value in sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True):
+        text = text.replace(value, "<redacted>")
+    return text
+
+
 # ------------------------------------------------------------------------------ transfers
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, secrets: Iterable[str | None] = ()) -> str:
     """A short reason for a boto3 failure, without credentials."""
     from botocore.exceptions import ClientError
 
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip()
-    return f"{type(exc).__name__}: {exc}"
+        text = f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip()
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return redact(text, secrets)
+
+
+def _secrets(client_kwargs: dict) -> list[str | None]:
+    keys = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+    return [client_kwargs.get(k) for k in keys]
 
 
 def upload_to_s3(local_path: str | os.PathLike, url: str, **client_kwargs) -> str:
@@ -130,7 +164,9 @@ def upload_to_s3(local_path: str | os.PathLike, url: str, **client_kwargs) -> st
             Config=TransferConfig(multipart_threshold=8 * 1024 * 1024),
         )
     except Exception as exc:
-        raise S3Error(f"upload to {url} failed: {_describe(exc)}") from None
+        raise S3Error(
+            f"upload to {url} failed: {_describe(exc, _secrets(client_kwargs))}"
+        ) from None
     return url
 
 
@@ -144,7 +180,8 @@ def download_from_s3(url: str, local_path: str | os.PathLike, **client_kwargs) -
         with atomic_file(local_path) as tmp:
             client.download_file(bucket, key, os.fspath(tmp))
     except Exception as exc:
-        raise S3Error(f"download of {url} failed: {_describe(exc)}") from None
+        reason = _describe(exc, _secrets(client_kwargs))
+        raise S3Error(f"download of {url} failed: {reason}") from None
     return Path(local_path)
 
 
@@ -194,6 +231,7 @@ def _fail(url: str, exc: BaseException, what: str) -> S3LocationError:
             )
         else:
             reason = f"{code}{where}: {err.get('Message', '')}".strip()
+        reason = redact(reason)
     elif isinstance(exc, NoCredentialsError):
         reason = (
             f"no S3 credentials: set {ENV_PREFIX}ACCESS_KEY and {ENV_PREFIX}SECRET_KEY "

@@ -1,5 +1,6 @@
 """Killing an export at any moment never leaves a corrupt file at the final path."""
 
+import os
 import random
 import signal
 import subprocess
@@ -94,3 +95,18 @@ def test_sigkill_at_random_points_never_corrupts_the_final_output(tmp_path, larg
     _export(fmt, sd, out)
     _check(fmt, sd, _load(fmt, out))
     assert [p.name for p in tmp_path.iterdir()] == [out.name], f"left behind: {leftovers}"
+
+
+def test_cleanup_removes_only_the_exact_targets_temporaries_of_dead_writers(tmp_path):
+    """Writing ``a.pkl`` removes a dead writer's ``.a.pkl.pid<pid>.<random>.tmp``, never the
+    in-flight temporary of another output whose name merely starts with ``a.pkl.pid``."""
+    dead = 2**22 + 12345  # above pid_max's default: no process has it
+    stale = tmp_path / f".a.pkl.pid{dead}.k3j9x_2q.tmp"
+    other_output = f"a.pkl.pid{dead}.b.pkl"  # a legitimate (if odd) output name
+    in_flight = tmp_path / f".{other_output}.pid{dead}.zz81abcd.tmp"
+    live = tmp_path / f".a.pkl.pid{os.getpid()}.abcdefgh.tmp"
+    for path in (stale, in_flight, live):
+        path.write_bytes(b"partial")
+    export_to_pickle(SpikeData([[1.0]], length=2.0), tmp_path / "a.pkl")
+    assert not stale.exists()
+    assert in_flight.read_bytes() == b"partial" and live.read_bytes() == b"partial"

@@ -1,7 +1,9 @@
 """S3 upload/download against a real S3 endpoint (moto's server) on 127.0.0.1."""
 
+import http.server
 import os
 import tempfile
+import threading
 import uuid
 
 import numpy as np
@@ -104,3 +106,60 @@ def test_endpoint_down_is_a_clear_error(bucket, monkeypatch):
 def test_malformed_urls_are_rejected(url):
     with pytest.raises(ValueError, match="bucket and a key"):
         s3_utils.parse_s3_url(url)
+
+
+class _EchoingS3(http.server.BaseHTTPRequestHandler):
+    """An S3-compatible endpoint that refuses every request with an error message echoing the
+    request's Authorization header, as some stores do."""
+
+    def _refuse(self):
+        body = (
+            "<?xml version='1.0' encoding='UTF-8'?><Error><Code>SignatureDoesNotMatch</Code>"
+            f"<Message>Bad signature for request with {self.headers.get('Authorization')}"
+            "</Message></Error>"
+        ).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_HEAD = _refuse
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_endpoint_echoing_the_request_never_puts_a_key_id_in_an_error(tmp_path, monkeypatch):
+    from spikelab import s3 as s3_module
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoingS3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    key_id, secret = "AKIAECHOTESTSPIKE9Z3Q", "echoSecret/spikelab+DoNotLeak"
+    try:
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": key_id,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }.items():
+            monkeypatch.setenv(name, value)
+        local = tmp_path / "a.pkl"
+        export_to_pickle(SpikeData([[1.0]], length=2.0), local)
+        texts = []
+        for call in (
+            lambda: s3_utils.upload_to_s3(local, "s3://bucket/a.pkl"),
+            lambda: s3_utils.download_from_s3("s3://bucket/a.pkl", tmp_path / "b.pkl"),
+            lambda: s3_module.list_pickles("s3://bucket/in/"),
+            lambda: s3_module.check_bucket("s3://bucket/out", what="--default-storage-prefix"),
+        ):
+            with pytest.raises((s3_utils.S3Error, s3_module.S3LocationError)) as err:
+                call()
+            texts.append(str(err.value))
+        assert any("Credential=<redacted>" in t for t in texts), texts  # the echo was there
+        assert not [t for t in texts if key_id in t or secret in t], texts
+    finally:
+        server.shutdown()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -34,23 +35,32 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _stale_pattern(final: Path) -> re.Pattern[str]:
+    """The exact names of ``final``'s temporaries: ``.<name>.pid<pid>.<8 random>.tmp|.old``
+    (``tempfile``'s random part: lower-case letters, digits and ``_``)."""
+    return re.compile(rf"\.{re.escape(final.name)}\.pid(\d+)\.[a-z0-9_]{{8}}\.(tmp|old)")
+
+
 def remove_stale_temporaries(final: Path) -> None:
-    """Remove temporaries of ``final`` left by writers that were killed (their pid is gone)."""
+    """Remove temporaries of exactly ``final`` left by writers that were killed (their pid is
+    gone); those of other outputs, even with a name starting like ``final``'s, are kept."""
+    pattern = _stale_pattern(final)
     try:
         siblings = list(final.parent.glob(f".{glob.escape(final.name)}.pid*.*"))
     except OSError:
         return
     for tmp in siblings:
-        pid = tmp.name[len(final.name) + 5 :].split(".", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)) and tmp.suffix in (".tmp", ".old"):
-            kept = tmp / final.name
-            if tmp.suffix == ".old" and kept.exists() and not final.exists():
-                os.replace(kept, final)  # killed mid-swap: put the previous output back
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+        match = pattern.fullmatch(tmp.name)
+        if match is None or _pid_alive(int(match[1])):
+            continue
+        kept = tmp / final.name
+        if match[2] == "old" and kept.exists() and not final.exists():
+            os.replace(kept, final)  # killed mid-swap: put the previous output back
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def _umask() -> int:

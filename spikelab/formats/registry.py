@@ -177,6 +177,30 @@ class Format:
         ``allow_globals``), used by formats that unpickle."""
         return pick(options, self.reader_keys)
 
+    # --------------------------------------------------------------- warm-up
+    def warm_up(self, options: Mapping[str, Any]) -> None:
+        """Import what the writer and reader load lazily (h5py, pynwb...) by writing a
+        one-spike recording with ``options`` to a temporary folder and reading it back.
+
+        Batch jobs call this once before forking a child per recording, so that no child
+        pays the imports. Any failure is ignored: the real recordings will report it.
+        """
+        import tempfile
+        import warnings
+
+        from spikelab.spikedata.spikedata import SpikeData
+
+        sd = SpikeData([[1.0]], length=2.0, metadata={"fs_Hz": 1000.0})
+        with tempfile.TemporaryDirectory(prefix="spikelab-warm-up-") as tmp:
+            path = f"{tmp}/warm_up{self.extension}"
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self.writer()(sd, path, **self.writer_kwargs(options, "warm_up", 1000.0))
+                    self.reader()(path, **self.reader_kwargs(options, 1000.0))
+            except Exception:  # noqa: BLE001 - a warm-up only
+                pass
+
     def __repr__(self) -> str:
         return f"<Format {self.name}>"
 

@@ -15,6 +15,7 @@ recording, written as TSV and as a small self-contained HTML page for the report
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
@@ -27,9 +28,19 @@ from typing import Any
 
 import numpy as np
 
-from spikelab.formats.atomic import atomic_file
+from spikelab import isolation
+from spikelab.formats.atomic import atomic_file, remove_stale_temporaries
 from spikelab.formats.registry import ResourceModel
-from spikelab.jobs import BatchError, Fault, for_each_recording, load_source, setup_logging
+from spikelab.jobs import (
+    DRAWING,
+    BatchError,
+    Fault,
+    Limits,
+    RecordingLimits,
+    for_each_recording,
+    load_source,
+    setup_logging,
+)
 
 __all__ = [
     "STAT_COLUMNS",
@@ -97,8 +108,10 @@ def draw_batch(
     *,
     on_bad_recording: str = "continue",
     pickle_loading: Mapping[str, Any] | None = None,
+    limits: RecordingLimits | None = None,
 ) -> list[dict[str, Any]]:
     """Draw the figure of every item; return each recording's numbers (JSON-ready dicts).
+    With ``limits``, each recording is read and drawn in a child process under them.
 
     Logs one INFO line per figure written (path, bytes, seconds). A source that cannot be read
     is logged as an ERROR and, with ``on_bad_recording="continue"``, gets a figure saying so;
@@ -108,10 +121,14 @@ def draw_batch(
     """
     from spikelab.report.figures import draw_failure_figure, draw_recording_figure
 
+    if limits is not None and items:
+        _warm_up(draw_recording_figure)
+
     def draw(item: FigureItem) -> dict[str, Any]:
         t0 = time.perf_counter()
         sd = load_source(item.source, pickle_loading)
         t_read = time.perf_counter() - t0
+        isolation.phase(DRAWING)
         res = draw_recording_figure(
             sd, item.recording, item.figure, session_start_time=item.session_start_time
         )
@@ -131,6 +148,7 @@ def draw_batch(
 
     def unreadable(item: FigureItem, fault: Fault, keep_going: bool) -> dict[str, Any]:
         t0 = time.perf_counter()
+        remove_stale_temporaries(Path(item.figure))  # of a child that died drawing
         log.error("cannot read %s: %s", item.recording, fault.error)
         if keep_going:
             size = draw_failure_figure(item.recording, item.figure, fault.error)
@@ -142,6 +160,9 @@ def draw_batch(
     def context(item: FigureItem) -> str:
         return f"while drawing {item.figure} from {item.source}"
 
+    def isolate(item: FigureItem) -> Limits:
+        return limits.for_source(item.source, RESOURCES)
+
     return for_each_recording(
         items,
         draw,
@@ -150,7 +171,19 @@ def draw_batch(
         context=context,
         failed="{bad} of {total} recordings could not be read",
         error_type=FigureBatchError,
+        isolate=None if limits is None else isolate,
     )
+
+
+def _warm_up(draw: Any) -> None:
+    """Import matplotlib (and draw once) before forking a child per recording."""
+    import tempfile
+
+    from spikelab.spikedata.spikedata import SpikeData
+
+    with tempfile.TemporaryDirectory(prefix="spikelab-warm-up-") as tmp:
+        with contextlib.suppress(Exception):
+            draw(SpikeData([[1.0]], length=2.0), "warm_up", f"{tmp}/warm_up.png")
 
 
 def _write_text(out: str | os.PathLike, text: str, n_rows: int) -> None:
@@ -295,11 +328,16 @@ def run_figures_job(
     on_bad_recording: str,
     log_path: str | None,
     pickle_loading: Mapping[str, Any] | None = None,
+    recording_limits: Mapping[str, Any] | None = None,
+    mem_mb: float | None = None,
+    isolate: bool = True,
 ) -> list[dict[str, Any]]:
     """Entry point of ``scripts/report_figures.py``: draw one batch and write its numbers.
 
     ``recordings`` holds one mapping per source, in order: ``recording`` (the name) and
-    ``session_start_time`` (ISO 8601 or None).
+    ``session_start_time`` (ISO 8601 or None). Each recording is drawn in a child process
+    (unless ``isolate=False``) under ``recording_limits`` (see
+    :func:`spikelab.workflow.export.run_export_job`).
     """
     setup_logging(log_path)
     if not (len(recordings) == len(sources) == len(figures)):
@@ -310,7 +348,10 @@ def run_figures_job(
         FigureItem(str(rec["recording"]), str(src), str(fig), rec.get("session_start_time"))
         for rec, src, fig in zip(recordings, sources, figures, strict=True)
     ]
-    rows = draw_batch(items, on_bad_recording=on_bad_recording, pickle_loading=pickle_loading)
+    limits = RecordingLimits.from_params(recording_limits, mem_mb) if isolate else None
+    rows = draw_batch(
+        items, on_bad_recording=on_bad_recording, pickle_loading=pickle_loading, limits=limits
+    )
     write_stats(rows, stats_json, batch=batch)
     return rows
 

@@ -20,16 +20,23 @@ naming the recording being converted.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from spikelab import isolation
+from spikelab.formats.atomic import remove_stale_temporaries
 from spikelab.jobs import (
+    EXPORTING,
     BatchError,
     Fault,
+    Limits,
+    RecordingLimits,
     for_each_recording,
     load_source,
     output_size,
@@ -132,12 +139,15 @@ def export_batch(
     default_fs_Hz: float | None,
     on_bad_recording: str = "continue",
     pickle_loading: Mapping[str, Any] | None = None,
+    limits: RecordingLimits | None = None,
 ) -> list[ExportResult]:
     """Convert every item with ``exporter(sd, output, **kwargs)``; see the module docstring.
 
     ``default_fs_Hz`` (Hz) is the config's fallback sampling rate. ``pickle_loading`` holds
     the opt-ins of ``load_spikedata_from_pickle`` (``trusted``, ``allow_globals``) for sources
-    the user trusts; default: the restricted loader. Returns one result per item.
+    the user trusts; default: the restricted loader. With ``limits``, each recording is
+    converted in its own child process under them (:func:`spikelab.jobs.for_each_recording`);
+    without, in this process. Returns one result per item.
     """
     if (pickle_loading or {}).get("trusted"):
         log.warning(
@@ -145,6 +155,11 @@ def export_batch(
             "any code a pickle holds"
         )
     t_batch = time.perf_counter()
+    if limits is not None and items:
+        target.spec.warm_up(target.options)  # children start with the writer's imports done
+
+    def isolate(item: ExportItem) -> Limits:
+        return limits.for_source(item.source, target.spec.resources)
 
     def convert(item: ExportItem) -> ExportResult:
         t0 = time.perf_counter()
@@ -154,6 +169,7 @@ def export_batch(
             fs, fs_source = resolve_fs_Hz(item.sheet_fs_Hz, sd.metadata, default_fs_Hz)
             kwargs = target.exporter_kwargs(item.recording, fs)
             kwargs.update(item.sheet_options)
+            isolation.phase(EXPORTING)
             exporter(sd, item.output, **kwargs)
         for w in caught:
             log.warning("%s: %s: %s", item.recording, w.category.__name__, w.message)
@@ -171,6 +187,7 @@ def export_batch(
 
     def failed(item: ExportItem, fault: Fault, keep_going: bool) -> ExportResult:
         log.error("%s: cannot convert %s: %s", target.name, item.recording, fault.error)
+        remove_stale_temporaries(Path(item.output))  # of a child that died writing
         if keep_going:
             write_failure_stub(
                 item.output,
@@ -208,6 +225,9 @@ def export_batch(
         failed=f"{target.name}: {{bad}} of {{total}} recordings could not be converted",
         error_type=BatchExportError,
         finish=summary,
+        isolate=None if limits is None else isolate,
+        encode=dataclasses.asdict,
+        decode=lambda fields: ExportResult(**fields),
     )
 
 
@@ -222,12 +242,17 @@ def run_export_job(
     on_bad_recording: str,
     log_path: str | None,
     pickle_loading: Mapping[str, Any] | None = None,
+    recording_limits: Mapping[str, Any] | None = None,
+    mem_mb: float | None = None,
+    isolate: bool = True,
 ) -> list[ExportResult]:
     """Entry point of ``scripts/export.py``: set up logging and export one batch.
 
     ``exporter`` defaults to the writer of the target's format. ``recordings`` holds one
     mapping per source, in order (see :class:`RecordingParams`); ``pickle_loading`` as for
-    :func:`export_batch`.
+    :func:`export_batch`. Each recording is converted in a child process (unless
+    ``isolate=False``) under ``recording_limits`` (``memory_mb``, ``seconds``; None: derived
+    from the job's ``mem_mb`` (MB) and the format's resource model).
     """
     setup_logging(log_path)
     tgt = Target.from_params(target)
@@ -248,4 +273,5 @@ def run_export_job(
         default_fs_Hz=default_fs_Hz,
         on_bad_recording=on_bad_recording,
         pickle_loading=pickle_loading,
+        limits=RecordingLimits.from_params(recording_limits, mem_mb) if isolate else None,
     )

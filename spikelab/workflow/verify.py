@@ -17,6 +17,7 @@ others in its batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -29,10 +30,16 @@ from typing import Any
 
 import numpy as np
 
+from spikelab import isolation
 from spikelab.formats.atomic import atomic_file
 from spikelab.jobs import (
+    COMPARING,
     DATA_FAULTS,
+    LOADING,
+    READING_OUTPUT,
     Fault,
+    Limits,
+    RecordingLimits,
     describe_error,
     for_each_recording,
     load_source,
@@ -175,23 +182,27 @@ def _verify_items(
     *,
     default_fs_Hz: float | None,
     pickle_loading: Mapping[str, Any] | None,
+    limits: RecordingLimits | None = None,
 ) -> list[dict[str, Any]]:
-    """One result per item (see :func:`verify_recording`); a source that cannot be read gives
-    an ``unreadable`` result, a bug fails at once."""
-    pending: dict[int, dict[str, Any]] = {}  # the result being built, by id(item)
+    """One result per item (see :func:`verify_recording`). A source that cannot be read gives
+    an ``unreadable`` result; so does an output whose reading fails or, with ``limits``
+    (each item verified in a child process), crashes or exceeds them."""
+    if limits is not None and items:
+        target.spec.warm_up(target.options)  # children start with the reader's imports done
 
     def verify(item: VerifyItem) -> dict[str, Any]:
         t0 = time.perf_counter()
-        result = pending[id(item)] = _empty_result(target, item)
+        result = _empty_result(target, item)
         stub = read_failure_stub(item.output)
         if stub is not None:
             result.update(status="export_failed", ok=False, message=stub)
             return result
         result["output_bytes"] = output_size(item.output)
-        src = load_source(item.source, pickle_loading)  # a fault here: see source_failed
+        src = load_source(item.source, pickle_loading)  # a fault here: see failed
         fs, _ = resolve_fs_Hz(item.sheet_fs_Hz, src.metadata, default_fs_Hz)
         if target.uses_fs:
             result["fs_Hz"] = fs
+        isolation.phase(READING_OUTPUT)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -203,6 +214,7 @@ def _verify_items(
             result.update(status="unreadable", ok=False, message=describe_error(exc))
             result["seconds"] = round(time.perf_counter() - t0, 6)
             return result
+        isolation.phase(COMPARING)
         abs_tol, ulps = target.time_tolerance(fs)
         cmp = compare_spikedata(src, read, abs_tol_ms=abs_tol, ulps=ulps)
         result.update(
@@ -218,21 +230,27 @@ def _verify_items(
         result["seconds"] = round(time.perf_counter() - t0, 6)
         return result
 
-    def source_failed(item: VerifyItem, fault: Fault, keep_going: bool) -> dict[str, Any]:
-        result = pending[id(item)]
-        message = f"source: {describe_error(fault.exception)}"
-        result.update(status="unreadable", ok=False, message=message)
+    def failed(item: VerifyItem, fault: Fault, keep_going: bool) -> dict[str, Any]:
+        result = _empty_result(target, item)
+        with contextlib.suppress(OSError):
+            result["output_bytes"] = output_size(item.output)
+        where = "source: " if fault.phase == LOADING else ""
+        result.update(status="unreadable", ok=False, message=where + fault.description)
         return result
 
     def context(item: VerifyItem) -> str:
         return f"while verifying {item.output} against {item.source} [{target.name}]"
 
+    def isolate(item: VerifyItem) -> Limits:
+        return limits.for_source(item.source, target.spec.resources)
+
     return for_each_recording(
         items,
         verify,
-        on_fault=source_failed,
+        on_fault=failed,
         context=context,
         failed=f"{target.name}: {{bad}} of {{total}} sources could not be read",
+        isolate=None if limits is None else isolate,
     )
 
 
@@ -265,10 +283,12 @@ def verify_batch(
     batch: str,
     default_fs_Hz: float | None = None,
     pickle_loading: Mapping[str, Any] | None = None,
+    limits: RecordingLimits | None = None,
 ) -> dict[str, Any]:
-    """Verify every item and write ``out_json``."""
+    """Verify every item and write ``out_json``; with ``limits``, each item in a child
+    process under them."""
     results = _verify_items(
-        target, items, default_fs_Hz=default_fs_Hz, pickle_loading=pickle_loading
+        target, items, default_fs_Hz=default_fs_Hz, pickle_loading=pickle_loading, limits=limits
     )
     for r in results:
         if r["ok"]:
@@ -306,9 +326,13 @@ def run_verify_job(
     out_json: str,
     log_path: str | None,
     pickle_loading: Mapping[str, Any] | None = None,
+    recording_limits: Mapping[str, Any] | None = None,
+    mem_mb: float | None = None,
+    isolate: bool = True,
 ) -> dict[str, Any]:
-    """Entry point of ``scripts/verify.py``; ``recordings`` as for the export job (one
-    mapping per source, see :class:`~spikelab.workflow.export.RecordingParams`)."""
+    """Entry point of ``scripts/verify.py``; ``recordings``, ``recording_limits``,
+    ``mem_mb`` and ``isolate`` as for the export job (one mapping per source, see
+    :class:`~spikelab.workflow.export.RecordingParams`)."""
     setup_logging(log_path)
     tgt = Target.from_params(target)
     items = []
@@ -322,4 +346,5 @@ def run_verify_job(
         batch=batch,
         default_fs_Hz=default_fs_Hz,
         pickle_loading=pickle_loading,
+        limits=RecordingLimits.from_params(recording_limits, mem_mb) if isolate else None,
     )
