@@ -1191,7 +1191,7 @@ class SafeUnpickler(pickle._Unpickler):
                     )
             else:
                 _check_plain_data(key, value, budget, self._is_user)
-        sd.__setstate__(state)
+        sd._apply_state(state)  # converts the trains and validates; no callable is left
 
 
 def _readinto_by_read(read, buf) -> int:

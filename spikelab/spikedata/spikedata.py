@@ -137,6 +137,11 @@ class SpikeData:
                 raise InvalidSpikeDataError(
                     f"SpikeData attribute {key!r} holds a callable or class; refused"
                 )
+        self._apply_state(state)
+
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        """Convert and validate a complete state (str keys, every field of STATE_FIELDS) and
+        make it this object's; the caller has checked it holds no callable."""
         state = dict(state)
         train = state["train"]
         if not isinstance(train, list | tuple):
@@ -173,12 +178,13 @@ class SpikeData:
         for i, t in enumerate(d["train"]):
             if t.size == 0:
                 continue
-            if require_sorted and not _is_sorted(t):
+            is_sorted = _is_sorted(t)
+            if require_sorted and not is_sorted:
                 j = int(np.flatnonzero(np.diff(t) < 0)[0])
                 raise InvalidSpikeDataError(
                     f"unit {i}: spike times are not sorted (t[{j}]={t[j]} > t[{j + 1}]={t[j + 1]})"
                 )
-            tmin, tmax = (t[0], t[-1]) if _is_sorted(t) else (t.min(), t.max())
+            tmin, tmax = (t[0], t[-1]) if is_sorted else (t.min(), t.max())
             if tmin < lo or tmax > hi:
                 bad = tmin if tmin < lo else tmax
                 raise InvalidSpikeDataError(
@@ -358,7 +364,7 @@ class SpikeData:
 
 
 def _is_sorted(t: np.ndarray) -> bool:
-    return t.size < 2 or bool(np.all(t[1:] >= t[:-1]))
+    return t.size < 2 or bool((t[1:] >= t[:-1]).all())
 
 
 def _finite_float(name: str, value: Any) -> float:
@@ -390,6 +396,9 @@ def _attribute_column(attrs, keys, n) -> list | None:
     return None
 
 
+_INERT = frozenset({str, int, float, bool, type(None), bytes, complex})
+
+
 def _holds_callable(value: Any) -> bool:
     """Whether ``value`` is or holds a class or callable anywhere: containers are walked
     iteratively to any depth, dict keys and object arrays included (each container once)."""
@@ -397,6 +406,8 @@ def _holds_callable(value: Any) -> bool:
     seen: set[int] = set()
     while todo:
         v = todo.pop()
+        if type(v) in _INERT:
+            continue
         if isinstance(v, type) or callable(v):
             return True
         if isinstance(v, dict | list | tuple | set | frozenset) or (
@@ -406,12 +417,11 @@ def _holds_callable(value: Any) -> bool:
                 continue
             seen.add(id(v))
             if isinstance(v, dict):
-                todo.extend(v.keys())
-                todo.extend(v.values())
+                todo += [k for k in v if type(k) not in _INERT]
+                v = v.values()
             elif isinstance(v, np.ndarray):
-                todo.extend(v.ravel().tolist() if v.dtype.fields is None else [v.tolist()])
-            else:
-                todo.extend(v)
+                v = v.ravel().tolist() if v.dtype.fields is None else [v.tolist()]
+            todo += [x for x in v if type(x) not in _INERT]
     return False
 
 
