@@ -29,8 +29,9 @@ def _start(value: Any) -> tuple[Any, Any, bool]:
         return [], iter(value), False
     if isinstance(value, np.ndarray):
         return _start(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item(), None, False
+    if isinstance(value, np.generic):  # as the Python value it stands for (bytes to text...)
+        item = value.item()
+        return (item, None, False) if type(item) in _JSON_LEAVES else _start(item)
     if isinstance(value, str | int | float | bool) or value is None:
         return value, None, False
     if isinstance(value, bytes):

@@ -810,7 +810,7 @@ class SafeUnpickler(pickle._Unpickler):
         if self._is_user(key):
             return key
         raise self._bad(
-            f"{what} of type {_describe(key)} (only strings, numbers, bytes, dates "
+            f"{what} that is {_describe(key)} (only strings, numbers, bytes, dates "
             "and flat tuples of them)"
         )
 
