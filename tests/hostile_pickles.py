@@ -548,6 +548,18 @@ def _cases() -> list[Hostile]:
             "an integer of 1048576 bytes",
             unscanned=("LoadError", "an integer of 1048576 bytes"),
         ),
+        Hostile(
+            "opcode_across_a_frame_end",  # the frame ends inside the string's bytes
+            proto(4) + b"\x95" + struct.pack("<Q", 4) + b"\x8c\x05abcdef" + STOP,
+            "LoadError",
+            "the opcode at byte 11 crosses the end of its frame",
+        ),
+        Hostile(
+            "frame_inside_a_frame",
+            proto(4) + b"\x95" + struct.pack("<Q", 12) + b"N0\x95" + struct.pack("<Q", 1) + b"N.",
+            "LoadError",
+            "a frame begins inside another",
+        ),
         # ------------------------------------------------------ other exceptions become LoadError
         Hostile(
             "invalid_utf8",
