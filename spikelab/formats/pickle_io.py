@@ -231,9 +231,82 @@ for _code, _spec in _OPCODES.items():
     _TABLE[_code[0]] = _spec
 _OPNAMES = {op.code.encode("latin-1")[0]: op.name for op in __import__("pickletools").opcodes}
 
+#: opcode -> size of its argument, for the opcodes that push a scalar with a fixed-size one
+_LEAF_SIZE = [-1] * 256
+for _code, _size in ((b"N", 0), (b"\x88", 0), (b"\x89", 0), (b"K", 1), (b"M", 2), (b"J", 4)):
+    _LEAF_SIZE[_code[0]] = _size
+_LEAF_SIZE[b"G"[0]] = 8
+_MEMO_WIDTH = {0x68: 1, 0x6A: 4, 0x71: 1, 0x72: 4}  # BINGET, LONG_BINGET, BINPUT, LONG_BINPUT
 _FROZEN, _FILLABLE, _BUILDABLE = 1, 2, 4  # node flags
 _SCAN_CHUNK = 1 << 20
 _LEN_FORMAT = {_LEN1: (1, False), _LEN4: (4, False), _LEN4S: (4, True), _LEN8: (8, False)}
+
+
+def _refill(fh: Any, buf: bytes, base: int, pos: int, n: int, size: int, source: str):
+    """``(buf, base, pos, blen)`` with ``buf[pos:pos + n]`` available (``n`` small)."""
+    if base + pos + n > size:
+        raise _corrupt(source, f"the file ends inside an opcode at byte {base + pos}")
+    rest = buf[pos:]
+    buf = rest + fh.read(max(_SCAN_CHUNK, n - len(rest)))
+    if len(buf) < n:
+        raise _corrupt(source, f"the file ends inside an opcode at byte {base + pos}")
+    return buf, base + pos, 0, len(buf)
+
+
+def _skip_line(fh: Any, buf: bytes, base: int, pos: int, size: int, source: str):
+    """``(buf, base, pos, blen)`` past a text argument's newline, however long the line."""
+    start = base + pos
+    while True:
+        i = buf.find(b"\n", pos)
+        if i >= 0:
+            return buf, base, i + 1, len(buf)
+        base += len(buf)
+        pos = 0
+        buf = fh.read(_SCAN_CHUNK) if base < size else b""
+        if not buf:
+            raise _corrupt(source, f"a text argument at byte {start} has no end of line")
+
+
+def _short_line(fh: Any, buf: bytes, base: int, pos: int, limit: int, size: int, source: str):
+    """``(text, buf, base, pos, blen)``: a text argument of at most ``limit`` bytes."""
+    if pos + limit + 1 > len(buf) and base + len(buf) < size:
+        buf, base, pos, _ = _refill(
+            fh, buf, base, pos, min(limit + 1, size - base - pos), size, source
+        )
+    i = buf.find(b"\n", pos, pos + limit + 1)
+    if i < 0:
+        raise _corrupt(source, f"a name or index at byte {base + pos} is too long or unended")
+    return buf[pos:i], buf, base, i + 1, len(buf)
+
+
+def _absorb(items: list[Any]) -> int:
+    """Freeze ``items`` (now placed in a new parent); return their deepest depth."""
+    d = 0
+    for it in items:
+        if it:
+            if it[0] > d:
+                d = it[0]
+            it[1] |= _FROZEN
+    return d
+
+
+def _fill(target: Any, items: list[Any], at: int, name: str, source: str) -> int:
+    """Put ``items`` into the container ``target`` (APPEND, SETITEM, ...); return its depth."""
+    if not target or not target[1] & _FILLABLE:
+        raise _corrupt(source, f"{name} at byte {at} fills something that is not a container")
+    if target[1] & _FROZEN:
+        raise _unsafe(
+            source,
+            f"changes a container after it was placed in another ({name} at byte {at}), "
+            "which no pickler writes",
+        )
+    for it in items:
+        if it is target:
+            raise _corrupt(source, f"a container contains itself ({name} at byte {at})")
+    d = _absorb(items) + 1
+    if d > target[0]:
+        target[0] = d
+    return target[0]
 
 
 def scan_pickle(fh: Any, size: int, *, source: str = "<pickle>") -> ScanReport:
@@ -244,109 +317,25 @@ def scan_pickle(fh: Any, size: int, *, source: str = "<pickle>") -> ScanReport:
     flags]`` (scalars are ``0``), so nesting is known at every step; a container that was put
     into another (or into a call's arguments, or a BUILD state) is frozen, and any later
     APPEND/SETITEM/ADDITEMS/BUILD on it is refused, so depths never change after the fact and
-    nothing can be altered after it was placed. Raises :class:`LoadError` (malformed, too
-    large, too deep) or :class:`UnsafePickleError` (opcodes that would construct what a
+    nothing can be altered after it was placed. Payloads are seeked over, never read; every
+    opcode must lie wholly inside or outside a frame. Raises :class:`LoadError` (malformed,
+    too large, too deep) or :class:`UnsafePickleError` (opcodes that would construct what a
     SpikeData pickle never holds, or a change to an object already placed).
     """
+    max_objects, max_nesting = MAX_OBJECTS, MAX_NESTING
+    leaf_size, table = _LEAF_SIZE, _TABLE
     buf = b""
-    base = 0  # file offset of buf[0]
-    pos = 0  # index of the next unread byte in buf
-    blen = 0
-
-    def fill(n: int) -> None:
-        """Make ``buf[pos:pos + n]`` available (``n`` small), or raise if the file ends."""
-        nonlocal buf, base, pos, blen
-        if base + pos + n > size:
-            raise _corrupt(source, f"the file ends inside an opcode at byte {base + pos}")
-        rest = buf[pos:]
-        buf = rest + fh.read(max(_SCAN_CHUNK, n - len(rest)))
-        base += pos
-        pos = 0
-        blen = len(buf)
-        if blen < n:
-            raise _corrupt(source, f"the file ends inside an opcode at byte {base}")
-
-    def skip_line() -> int:
-        """Skip a text argument up to its newline; return its length."""
-        nonlocal buf, base, pos, blen
-        start = base + pos
-        while True:
-            i = buf.find(b"\n", pos)
-            if i >= 0:
-                pos = i + 1
-                return base + i - start
-            base += blen
-            pos = 0
-            if base >= size:
-                raise _corrupt(source, f"a text argument at byte {start} has no end of line")
-            buf = fh.read(_SCAN_CHUNK)
-            blen = len(buf)
-            if not blen:
-                raise _corrupt(source, f"a text argument at byte {start} has no end of line")
-
-    def short_line(limit: int) -> bytes:
-        """A text argument of at most ``limit`` bytes (memo index, global name)."""
-        nonlocal pos
-        if pos + limit + 1 > blen and base + blen < size:
-            fill(min(limit + 1, size - base - pos))
-        i = buf.find(b"\n", pos, pos + limit + 1)
-        if i < 0:
-            raise _corrupt(source, f"a name or index at byte {base + pos} is too long or unended")
-        out = buf[pos:i]
-        pos = i + 1
-        return out
-
+    base = pos = blen = 0  # buf[pos] is the byte at file offset base + pos
     stack: list[Any] = []
     marks: list[int] = []
     floor = 0  # len(stack) at the innermost MARK: opcodes see only what lies above it
     memo: dict[int, Any] = {}
-    objects = opcodes = largest = protocol = 0
-    deepest = 0
-
-    def deeper(depth: int, at: int) -> None:
-        nonlocal deepest
-        if depth > deepest:
-            deepest = depth
-            if depth > MAX_NESTING:
-                raise _too_big(
-                    source, f"containers nested more than {MAX_NESTING} deep (at byte {at})"
-                )
-
-    def absorb(items: list[Any]) -> int:
-        """Freeze ``items`` (now placed in a new parent); return their deepest depth."""
-        d = 0
-        for it in items:
-            if it:
-                if it[0] > d:
-                    d = it[0]
-                it[1] |= _FROZEN
-        return d
-
-    def fill_target(items: list[Any], at: int, name: str) -> None:
-        if len(stack) <= floor:
-            raise _corrupt(source, f"{name} at byte {at} has no container to fill")
-        target = stack[-1]
-        if not target or not target[1] & _FILLABLE:
-            raise _corrupt(source, f"{name} at byte {at} fills something that is not a container")
-        if target[1] & _FROZEN:
-            raise _unsafe(
-                source,
-                f"changes a container after it was placed in another ({name} at byte {at}), "
-                "which no pickler writes",
-            )
-        for it in items:
-            if it is target:
-                raise _corrupt(source, f"a container contains itself ({name} at byte {at})")
-        d = absorb(items) + 1
-        if d > target[0]:
-            target[0] = d
-            deeper(d, at)
-
-    frame_end = -1  # file offset where the current frame ends (-1: not in a frame)
+    objects = opcodes = largest = protocol = deepest = 0
+    frame_end = -1  # file offset where the current frame ends
     try:
         while True:
             if pos >= blen:
-                fill(1)
+                buf, base, pos, blen = _refill(fh, buf, base, pos, 1, size, source)
             op = buf[pos]
             pos += 1
             opcodes += 1
@@ -355,49 +344,77 @@ def scan_pickle(fh: Any, size: int, *, source: str = "<pickle>") -> ScanReport:
                 if len(stack) <= floor:
                     raise _corrupt(source, f"memo store with nothing to store at byte {base + pos}")
                 memo[len(memo)] = stack[-1]
-                if len(memo) > MAX_OBJECTS:
-                    raise _too_big(source, f"more than {MAX_OBJECTS} memo entries")
+                if len(memo) > max_objects:
+                    raise _too_big(source, f"more than {max_objects} memo entries")
                 continue
-            if op == 0x6A or op == 0x68:  # LONG_BINGET, BINGET
-                width = 4 if op == 0x6A else 1
-                if pos + width > blen:
-                    fill(width)
-                value = int.from_bytes(buf[pos : pos + width], "little")
-                pos += width
-                try:
-                    stack.append(memo[value])
-                except KeyError:
-                    raise _corrupt(source, f"memo index {value} was never set") from None
-                if base + pos > frame_end > base + pos - width - 1:
+            n = leaf_size[op]
+            if n >= 0:  # NONE, NEWTRUE, NEWFALSE, BININT1, BININT2, BININT, BINFLOAT
+                if n:
+                    if pos + n > blen:
+                        buf, base, pos, blen = _refill(fh, buf, base, pos, n, size, source)
+                    pos += n
+                    if base + pos > frame_end > base + pos - n - 1:
+                        raise _corrupt(
+                            source, f"an opcode crosses the end of a frame at {frame_end}"
+                        )
+                stack.append(0)
+                objects += 1
+                if objects > max_objects:
+                    raise _too_big(source, f"more than {max_objects} objects")
+                continue
+            if op == 0x28:  # MARK
+                marks.append(len(stack))
+                floor = len(stack)
+                continue
+            if op in _MEMO_WIDTH:  # BINGET, LONG_BINGET, BINPUT, LONG_BINPUT
+                n = _MEMO_WIDTH[op]
+                if pos + n > blen:
+                    buf, base, pos, blen = _refill(fh, buf, base, pos, n, size, source)
+                value = int.from_bytes(buf[pos : pos + n], "little")
+                pos += n
+                if base + pos > frame_end > base + pos - n - 1:
                     raise _corrupt(source, f"an opcode crosses the end of a frame at {frame_end}")
+                if op == 0x68 or op == 0x6A:
+                    try:
+                        stack.append(memo[value])
+                    except KeyError:
+                        raise _corrupt(source, f"memo index {value} was never set") from None
+                else:
+                    if len(stack) <= floor:
+                        raise _corrupt(source, f"memo store with nothing to store at {base + pos}")
+                    memo[value] = stack[-1]
+                    if len(memo) > max_objects:
+                        raise _too_big(source, f"more than {max_objects} memo entries")
                 continue
             at = base + pos - 1
-            spec = _TABLE[op]
+            spec = table[op]
             if spec is None:
                 raise _corrupt(source, f"invalid opcode {bytes([op])!r} at byte {at}")
             argkind, argn, action, k = spec
             value = 0
             if argkind == _FIXED:
                 if pos + argn > blen:
-                    fill(argn)
+                    buf, base, pos, blen = _refill(fh, buf, base, pos, argn, size, source)
                 value = int.from_bytes(buf[pos : pos + argn], "little")
                 pos += argn
             elif argkind == _LINE:
                 if action == _GET or action == _PUT:
-                    text = short_line(20)
+                    text, buf, base, pos, blen = _short_line(fh, buf, base, pos, 20, size, source)
                     if not text.isdigit():
                         raise _corrupt(source, f"memo index {text[:20]!r} at byte {at}")
                     value = int(text)
                 else:
-                    skip_line()
+                    buf, base, pos, blen = _skip_line(fh, buf, base, pos, size, source)
             elif argkind != _NOARG:
                 if argkind == _LINE2:
-                    short_line(MAX_NAME)
-                    short_line(MAX_NAME)
+                    for _ in range(2):
+                        _, buf, base, pos, blen = _short_line(
+                            fh, buf, base, pos, MAX_NAME, size, source
+                        )
                 else:
                     width, signed = _LEN_FORMAT[argkind]
                     if pos + width > blen:
-                        fill(width)
+                        buf, base, pos, blen = _refill(fh, buf, base, pos, width, size, source)
                     n = int.from_bytes(buf[pos : pos + width], "little", signed=signed)
                     pos += width
                     if n < 0:
@@ -422,17 +439,10 @@ def scan_pickle(fh: Any, size: int, *, source: str = "<pickle>") -> ScanReport:
             if base + pos > frame_end > at:  # pickler frames hold whole opcodes
                 raise _corrupt(source, f"the opcode at byte {at} crosses the end of its frame")
 
+            depth = 0  # of the container this opcode makes or fills
             if action == _LEAF:
                 stack.append(0)
                 objects += 1
-            elif action == _MEMOIZE or action == _PUT:
-                if len(stack) <= floor:
-                    raise _corrupt(source, f"memo store with nothing to store at byte {at}")
-                if action == _MEMOIZE:
-                    value = len(memo)
-                memo[value] = stack[-1]
-                if len(memo) > MAX_OBJECTS:
-                    raise _too_big(source, f"more than {MAX_OBJECTS} memo entries")
             elif action == _GET:
                 try:
                     stack.append(memo[value])
@@ -440,30 +450,31 @@ def scan_pickle(fh: Any, size: int, *, source: str = "<pickle>") -> ScanReport:
                     raise _corrupt(
                         source, f"memo index {value} at byte {at} was never set"
                     ) from None
-            elif action == _MARK:
-                marks.append(len(stack))
-                floor = len(stack)
+            elif action == _PUT:
+                if len(stack) <= floor:
+                    raise _corrupt(source, f"memo store with nothing to store at byte {at}")
+                memo[value] = stack[-1]
+                if len(memo) > max_objects:
+                    raise _too_big(source, f"more than {max_objects} memo entries")
             elif action == _EMPTY:
                 stack.append([1, _FILLABLE])
                 objects += 1
             elif action == _TUPLEN:
-                if k == 0:
-                    stack.append(0)
-                else:
+                if k:
                     if len(stack) - floor < k:
                         raise _corrupt(source, f"a tuple with too few items at byte {at}")
-                    items = stack[-k:]
+                    depth = _absorb(stack[-k:]) + 1
                     del stack[-k:]
-                    d = absorb(items) + 1
-                    deeper(d, at)
-                    stack.append([d, 0])
+                    stack.append([depth, 0])
+                else:
+                    stack.append(0)
                 objects += 1
             elif action == _ADD:
                 if len(stack) - floor < k + 1:
                     raise _corrupt(source, f"{_OPNAMES[op]} with too few items at byte {at}")
                 items = stack[-k:]
                 del stack[-k:]
-                fill_target(items, at, _OPNAMES[op])
+                depth = _fill(stack[-1], items, at, _OPNAMES[op], source)
             elif action == _ADDMARK or action == _SEQ or action == _MSEQ or action == _POPMARK:
                 if not marks:
                     raise _corrupt(source, f"{_OPNAMES[op]} without a MARK at byte {at}")
@@ -472,11 +483,12 @@ def scan_pickle(fh: Any, size: int, *, source: str = "<pickle>") -> ScanReport:
                 del stack[m:]
                 floor = marks[-1] if marks else 0
                 if action == _ADDMARK:
-                    fill_target(items, at, _OPNAMES[op])
+                    if len(stack) <= floor:
+                        raise _corrupt(source, f"{_OPNAMES[op]} at byte {at} has nothing to fill")
+                    depth = _fill(stack[-1], items, at, _OPNAMES[op], source)
                 elif action != _POPMARK:
-                    d = absorb(items) + 1
-                    deeper(d, at)
-                    stack.append([d, _FILLABLE if action == _MSEQ else 0])
+                    depth = _absorb(items) + 1
+                    stack.append([depth, _FILLABLE if action == _MSEQ else 0])
                     objects += 1
             elif action == _GLOBAL2:
                 if len(stack) - floor < 2:
@@ -485,13 +497,12 @@ def scan_pickle(fh: Any, size: int, *, source: str = "<pickle>") -> ScanReport:
                 stack.append(0)
                 objects += 1
             elif action == _CALL or action == _NEWOBJEX:
-                n_in = 3 if action == _NEWOBJEX else 2
-                if len(stack) - floor < n_in:
+                n = 3 if action == _NEWOBJEX else 2
+                if len(stack) - floor < n:
                     raise _corrupt(source, f"{_OPNAMES[op]} with too few items at byte {at}")
-                items = stack[-n_in:]
-                del stack[-n_in:]
-                d = max(absorb(items), 1)
-                stack.append([d, _FILLABLE | _BUILDABLE])
+                depth = max(_absorb(stack[-n:]), 1)
+                del stack[-n:]
+                stack.append([depth, _FILLABLE | _BUILDABLE])
                 objects += 1
             elif action == _BUILD:
                 if len(stack) - floor < 2:
@@ -513,10 +524,8 @@ def scan_pickle(fh: Any, size: int, *, source: str = "<pickle>") -> ScanReport:
                 if state is target:
                     raise _corrupt(source, f"an object is its own state (BUILD at byte {at})")
                 target[1] &= ~_BUILDABLE
-                d = absorb([state]) + 1
-                if d > target[0]:
-                    target[0] = d
-                    deeper(d, at)
+                depth = max(target[0], _absorb([state]) + 1)
+                target[0] = depth
             elif action == _POP:
                 if len(stack) > floor:
                     stack.pop()
@@ -528,13 +537,13 @@ def scan_pickle(fh: Any, size: int, *, source: str = "<pickle>") -> ScanReport:
             elif action == _FRAME:
                 if at < frame_end and base + pos < frame_end:
                     raise _corrupt(source, f"a frame begins inside another at byte {at}")
-                frame_end = base + pos + value
                 if value > size - base - pos:
                     raise _corrupt(
                         source,
                         f"FRAME at byte {at} declares {value} bytes, more than the "
                         f"{size - base - pos} left in the file",
                     )
+                frame_end = base + pos + value
             elif action == _PROTO:
                 if value > pickle.HIGHEST_PROTOCOL:
                     raise _corrupt(source, f"unsupported pickle protocol {value}")
@@ -554,8 +563,14 @@ def scan_pickle(fh: Any, size: int, *, source: str = "<pickle>") -> ScanReport:
                     source,
                     f"the {_OPNAMES[op]} opcode at byte {at} is never used in a SpikeData pickle",
                 )
-            if objects > MAX_OBJECTS:
-                raise _too_big(source, f"more than {MAX_OBJECTS} objects")
+            if depth > deepest:
+                deepest = depth
+                if depth > max_nesting:
+                    raise _too_big(
+                        source, f"containers nested more than {max_nesting} deep (at byte {at})"
+                    )
+            if objects > max_objects:
+                raise _too_big(source, f"more than {max_objects} objects")
     except IndexError:  # a pop from an empty stack
         raise _corrupt(source, f"stack underflow at byte {base + pos}") from None
     return ScanReport(opcodes, objects, len(memo), deepest, largest, protocol)
