@@ -767,14 +767,14 @@ class SafeUnpickler(pickle._Unpickler):
 
     # -------------------------------------------------------------------------- globals
     def find_class(self, module: str, name: str) -> Any:
-        obj = _tables()[0].get((module, name))
-        if obj is not None:
-            return obj
-        if (module, name) in self._extra:
+        if (module, name) in self._extra:  # the user's: called, created and built freely
             obj = super().find_class(module, name)
             self._user[id(obj)] = obj
-            if isinstance(obj, type):
+            if isinstance(obj, type) and obj not in self._user_types:
                 self._user_types += (obj,)
+            return obj
+        obj = _tables()[0].get((module, name))
+        if obj is not None:
             return obj
         raise UnsafePickleError(
             f"{self._source}: refused to load: the pickle asks for the global "
@@ -939,13 +939,13 @@ class SafeUnpickler(pickle._Unpickler):
         stack[-1] = self._call(func, args)
 
     def _call(self, func: Any, args: Any) -> Any:
+        if id(func) in self._user and self._user[id(func)] is func:
+            return self._made_by_user(func(*args))
         entry = _tables()[1].get(id(func))
         if entry is not None and entry[0] is func:
             if type(args) is not tuple:
                 raise self._bad(f"the arguments of {_describe(func)} are not a tuple")
             return getattr(self, entry[1])(func, args)
-        if id(func) in self._user and self._user[id(func)] is func:
-            return self._made_by_user(func(*args))
         raise self._refuse(f"calls {_describe(func)}(...), which a SpikeData pickle never calls")
 
     def _wrong_form(self, func: Any, why: str) -> UnsafePickleError:
