@@ -412,3 +412,13 @@ def test_json_safe_refuses_metadata_deeper_than_its_bound_without_recursing():
     for _ in range(MAX_JSON_DEPTH - 1):
         ok = [ok]
     assert json.dumps(json_safe(ok)) == "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+
+
+def test_a_global_the_user_allows_is_called_even_where_the_allow_list_restricts_it(tmp_path):
+    sd = SpikeData([[1.0]], length=2.0, metadata={"r": range(3)})
+    path = _write(tmp_path, pickle.dumps(sd, protocol=4))
+    with pytest.raises(UnsafePickleError, match=r"calls builtins.range\(...\)"):
+        load_spikedata_from_pickle(path)
+    assert load_spikedata_from_pickle(path, allow_globals=["builtins.range"]).metadata == {
+        "r": range(3)
+    }

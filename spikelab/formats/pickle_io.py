@@ -728,6 +728,31 @@ class SafeUnpickler(pickle._Unpickler):
     def load(self) -> Any:
         """Unpickle, then check that every array and SpikeData got its state and validate a
         SpikeData (its state is applied only now, once nothing in the stream can change it)."""
+        try:
+            obj = self._load()
+            for _obj, kind, _ in self._pending.values():
+                if kind == _ARRAY:
+                    raise _malformed(
+                        self._source,
+                        "a numpy array is created (numpy's _reconstruct) but its data is never set",
+                    )
+                if kind == _SPIKEDATA:
+                    raise InvalidSpikeDataError(
+                        "the SpikeData has no state at all (none of "
+                        f"{', '.join(STATE_FIELDS)} is set)"
+                    )
+            if type(obj) is SpikeData:
+                self._finish_spikedata(obj)
+            return obj
+        finally:  # drop what the memo holds now (a failed load's traceback keeps self alive)
+            self.memo.clear()
+            self.stack = self.metastack = []
+            for table in (self._pending, self._dtypes, self._states, self._user):
+                table.clear()
+            self._frame = None
+            self.__dict__.pop("readinto", None)  # a bound method of self: a reference cycle
+
+    def _load(self) -> Any:
         self._leave_frame()
         self.metastack = []
         self.stack = []
@@ -744,20 +769,7 @@ class SafeUnpickler(pickle._Unpickler):
                     continue
                 dispatch[key[0]](self)
         except pickle._Stop as stop:
-            obj = stop.value
-        for _obj, kind, _ in self._pending.values():
-            if kind == _ARRAY:
-                raise _malformed(
-                    self._source,
-                    "a numpy array is created (numpy's _reconstruct) but its data is never set",
-                )
-            if kind == _SPIKEDATA:
-                raise InvalidSpikeDataError(
-                    f"the SpikeData has no state at all (none of {', '.join(STATE_FIELDS)} is set)"
-                )
-        if type(obj) is SpikeData:
-            self._finish_spikedata(obj)
-        return obj
+            return stop.value
 
     def _refuse(self, what: str) -> UnsafePickleError:
         return _unsafe(self._source, what)
