@@ -699,7 +699,9 @@ class SafeUnpickler(pickle._Unpickler):
     has ended), once each; INST, OBJ, EXT*, PERSID and out-of-band buffers are refused.
     ``extra_globals`` names more ``"module.qualname"`` globals to allow (calls, NEWOBJ and
     BUILD on them included) for pickles you trust; their instances are accepted as data.
-    ``size`` (bytes of the file) bounds every declared payload.
+    ``size`` (bytes of the file) bounds every declared payload. On its own it does not bound
+    nesting or object counts: run :func:`scan_pickle` over the file first (as
+    :func:`load_spikedata_from_pickle` does).
     """
 
     dispatch: dict[int, Any] = {}

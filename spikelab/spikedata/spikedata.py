@@ -370,7 +370,7 @@ def _is_sorted(t: np.ndarray) -> bool:
 def _finite_float(name: str, value: Any) -> float:
     try:
         out = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidSpikeDataError(
             f"{name} must be a number (ms), got {short_repr(value)}"
         ) from None
