@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spikelab.spikedata import SpikeData
+
 # ------------------------------------------------------------------------------- opcodes
 MARK, STOP, POP, TUPLE, TUPLE1, TUPLE3 = b"(", b".", b"0", b"t", b"\x85", b"\x87"
 EMPTY_TUPLE, EMPTY_LIST, EMPTY_DICT = b")", b"]", b"}"
@@ -155,6 +157,10 @@ class Probe:
 
     name: str
     channels: list
+
+
+class LabSpikeData(SpikeData):
+    """A user's SpikeData subclass, for the ``allow_globals`` opt-in."""
 
 
 # ------------------------------------------------------------------------------ the cases
@@ -559,6 +565,12 @@ def _cases() -> list[Hostile]:
             proto(4) + b"\x95" + struct.pack("<Q", 12) + b"N0\x95" + struct.pack("<Q", 1) + b"N.",
             "LoadError",
             "a frame begins inside another",
+        ),
+        Hostile(
+            "huge_global_name",  # the message stays one short line
+            proto(4) + glob("os\n" * 100_000, "system") + STOP,
+            "UnsafePickleError",
+            "the pickle asks for the global 'os\\nos\\nos",
         ),
         # ------------------------------------------------------ other exceptions become LoadError
         Hostile(

@@ -422,3 +422,13 @@ def test_a_global_the_user_allows_is_called_even_where_the_allow_list_restricts_
     assert load_spikedata_from_pickle(path, allow_globals=["builtins.range"]).metadata == {
         "r": range(3)
     }
+
+
+def test_an_allowed_spikedata_subclass_loads_validated(tmp_path):
+    from hostile_pickles import LabSpikeData
+
+    path = _write(tmp_path, pickle.dumps(LabSpikeData([[1.0, 2.0]], length=3.0)))
+    with pytest.raises(UnsafePickleError, match="'hostile_pickles.LabSpikeData'"):
+        load_spikedata_from_pickle(path)
+    sd = load_spikedata_from_pickle(path, allow_globals=["hostile_pickles.LabSpikeData"])
+    assert type(sd) is LabSpikeData and sd.train[0].tolist() == [1.0, 2.0]

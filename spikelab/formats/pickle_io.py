@@ -790,9 +790,12 @@ class SafeUnpickler(pickle._Unpickler):
         obj = _tables()[0].get((module, name))
         if obj is not None:
             return obj
+        named = f"{module}.{name}"
+        if len(named) > 200 or not named.isprintable():  # keep the message one short line
+            named = short_repr(named)[1:-1]
         raise UnsafePickleError(
             f"{self._source}: refused to load: the pickle asks for the global "
-            f"'{module}.{name}', which is not allowed in a SpikeData pickle (only SpikeData, "
+            f"'{named}', which is not allowed in a SpikeData pickle (only SpikeData, "
             "numpy arrays and builtin containers are). Nothing from the file was executed. "
             + _OPT_IN
         )
@@ -1401,6 +1404,7 @@ def _exception_text(exc: BaseException) -> str:
         text = str(exc)
     except Exception:
         return "?"
+    text = " ".join(text.split())  # one line
     return text if len(text) <= 200 else text[:200] + "..."
 
 
@@ -1462,6 +1466,8 @@ def _load(raw: Any, *, source: str, trusted: bool, allow_globals: list[str]) -> 
     obj = SafeUnpickler(
         reader, source=source, extra_globals=allow_globals, size=before.st_size
     ).load()
+    if isinstance(obj, SpikeData) and type(obj) is not SpikeData:  # an allowed subclass
+        validate_finished(obj)
     after = os.fstat(raw.fileno())
     if (after.st_size, after.st_mtime_ns, after.st_ino) != (
         before.st_size,
