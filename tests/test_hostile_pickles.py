@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import pickletools
+import random
 import subprocess
 import sys
 import textwrap
@@ -78,18 +79,7 @@ def outcomes(tmp_path_factory):
         jobs.append([case.name, str(path), True])
         if case.unscanned:
             jobs.append([f"{case.name} (unscanned)", str(path), False])
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD.format(headroom=HEADROOM_MB), json.dumps(jobs)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, f"the loader crashed (status {proc.returncode}):\n{proc.stderr}"
-    out = json.loads(proc.stdout)
-    return out, paths
+    return _run_child(jobs), paths
 
 
 @pytest.mark.parametrize("name", [c.name for c in CASES])
@@ -115,6 +105,58 @@ def test_no_hostile_pickle_allocates_or_crashes(outcomes):
     out, _ = outcomes
     # the bombs ask for 2-8 GB, a 300 000-deep tuple takes 17 MB
     assert out["rss growth (MB)"] < 150
+
+
+def _run_child(jobs: list) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD.format(headroom=HEADROOM_MB), json.dumps(jobs)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"the loader crashed (status {proc.returncode}):\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+def _mutants(count: int, seed: int = 2024) -> list[bytes]:
+    """Valid and hostile pickles with random bytes changed, inserted, removed or cut."""
+    rng = random.Random(seed)
+    bases = [pickle.dumps(rich_recording(), protocol=p) for p in range(6)]
+    bases += [(DATA / f"{name}.pkl").read_bytes() for name in FIXTURES]
+    bases += [c.data for c in CASES if len(c.data) < 10_000]
+    out = []
+    for _ in range(count):
+        data = bytearray(rng.choice(bases))
+        for _ in range(rng.randint(1, 4)):
+            at, r = rng.randrange(len(data) + 1), rng.random()
+            if r < 0.3 and data:
+                data[min(at, len(data) - 1)] = rng.randrange(256)
+            elif r < 0.5:
+                data[at:at] = bytes([rng.randrange(256)]) * rng.randint(1, 3)
+            elif r < 0.65:
+                del data[at : at + rng.randint(1, 20)]
+            elif r < 0.8:
+                start = rng.randrange(len(data) + 1)
+                data[at:at] = data[start : start + rng.randint(1, 64)]
+            else:
+                del data[at:]
+        out.append(bytes(data))
+    return out
+
+
+def test_damaged_pickles_load_or_give_one_error_naming_the_file(tmp_path):
+    jobs = []
+    for i, data in enumerate(_mutants(400)):
+        path = _write(tmp_path, data, f"m{i}.pkl")
+        jobs.append([str(path), str(path), True])
+    out = _run_child(jobs)
+    for path, (error, message) in ((k, v) for k, v in out.items() if k.endswith(".pkl")):
+        if error != "loaded":
+            assert error in ("LoadError", "UnsafePickleError"), (path, error, message)
+            assert message.startswith(f"{path}: ") and "\n" not in message, message
 
 
 # ---------------------------------------------------------------------------- the bounds
