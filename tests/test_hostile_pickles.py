@@ -474,3 +474,21 @@ def test_an_allowed_spikedata_subclass_loads_validated(tmp_path):
         load_spikedata_from_pickle(path)
     sd = load_spikedata_from_pickle(path, allow_globals=["hostile_pickles.LabSpikeData"])
     assert type(sd) is LabSpikeData and sd.train[0].tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "nwb", "kilosort"])
+def test_exporters_refuse_metadata_too_deep_for_json_with_an_export_error(tmp_path, fmt):
+    from spikelab.data_loaders import data_exporters as ex
+
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    sd = SpikeData([[1.0]], length=2.0, metadata={"fs_Hz": 2e4, "deep": deep})
+    export = {
+        "hdf5": lambda: ex.export_spikedata_to_hdf5(sd, tmp_path / "out" / "x.h5"),
+        "nwb": lambda: ex.export_spikedata_to_nwb(sd, tmp_path / "out" / "x.nwb"),
+        "kilosort": lambda: ex.export_spikedata_to_kilosort(sd, tmp_path / "out" / "x", fs_Hz=2e4),
+    }[fmt]
+    with pytest.raises(ExportError, match="metadata nested deeper than 500 levels"):
+        export()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -914,9 +914,8 @@ class SafeUnpickler(pickle._Unpickler):
         stack = self.stack
         value = stack.pop()
         key = stack.pop()
-        self._target((dict, collections.OrderedDict), "SETITEM")[self._key(key, "a dict key")] = (
-            value
-        )
+        target = self._target((dict, collections.OrderedDict), "SETITEM")
+        target[self._key(key, "a dict key")] = value
 
     def load_setitems(self):
         items = self.pop_mark()
