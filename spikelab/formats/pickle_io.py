@@ -362,7 +362,9 @@ def scan_pickle(fh: Any, size: int, *, source: str = "<pickle>") -> ScanReport:
             # fast paths for the opcodes that make up most of a SpikeData pickle
             if op == 0x94:  # MEMOIZE
                 if len(stack) <= floor:
-                    raise _corrupt(source, f"memo store with nothing to store at byte {base + pos}")
+                    raise _corrupt(
+                        source, f"MEMOIZE with nothing to store at byte {base + pos - 1}"
+                    )
                 memo[len(memo)] = stack[-1]
                 if len(memo) > max_objects:
                     raise _too_big(source, f"more than {max_objects} memo entries")
@@ -375,7 +377,7 @@ def scan_pickle(fh: Any, size: int, *, source: str = "<pickle>") -> ScanReport:
                     pos += n
                     if base + pos > frame_end > base + pos - n - 1:
                         raise _corrupt(
-                            source, f"an opcode crosses the end of a frame at {frame_end}"
+                            source, f"an opcode crosses the end of its frame at byte {frame_end}"
                         )
                 stack.append(0)
                 objects += 1
@@ -393,15 +395,21 @@ def scan_pickle(fh: Any, size: int, *, source: str = "<pickle>") -> ScanReport:
                 value = int.from_bytes(buf[pos : pos + n], "little")
                 pos += n
                 if base + pos > frame_end > base + pos - n - 1:
-                    raise _corrupt(source, f"an opcode crosses the end of a frame at {frame_end}")
+                    raise _corrupt(
+                        source, f"an opcode crosses the end of its frame at byte {frame_end}"
+                    )
                 if op == 0x68 or op == 0x6A:
                     try:
                         stack.append(memo[value])
                     except KeyError:
-                        raise _corrupt(source, f"memo index {value} was never set") from None
+                        raise _corrupt(
+                            source, f"memo index {value} at byte {base + pos - n - 1} was never set"
+                        ) from None
                 else:
                     if len(stack) <= floor:
-                        raise _corrupt(source, f"memo store with nothing to store at {base + pos}")
+                        raise _corrupt(
+                            source, f"memo store with nothing to store at byte {base + pos - n - 1}"
+                        )
                     memo[value] = stack[-1]
                     if len(memo) > max_objects:
                         raise _too_big(source, f"more than {max_objects} memo entries")
