@@ -180,7 +180,7 @@ def test_remote_url_needs_allow_remote():
 
 # ----------------------------------------------------------------- export_to_pickle
 @pytest.mark.parametrize("name", SYNTHETIC)
-@pytest.mark.parametrize("protocol", [None, 2, 4, 5])
+@pytest.mark.parametrize("protocol", [None, 0, 1, 2, 3, 4, 5])
 def test_export_to_pickle_round_trips_exactly(tmp_path, name, protocol):
     sd = synthetic(name)
     path = export_to_pickle(sd, tmp_path / "a" / "b" / "out.pkl", protocol=protocol)

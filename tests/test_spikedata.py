@@ -91,3 +91,76 @@ def test_pickle_round_trip_under_every_protocol(protocol):
     back = pickle.loads(pickle.dumps(sd, protocol=protocol))
     assert back.N == 2 and back.metadata == {"fs_Hz": 1000.0}
     np.testing.assert_array_equal(back.train[0], [1.0, 2.0])
+
+
+def _state(**changes):
+    state = SpikeData([[1.0, 2.0]], length=5.0).__getstate__()
+    state.update(changes)
+    return state
+
+
+@pytest.mark.parametrize("missing", ["train", "N", "length", "raw_time"])
+def test_unpickled_state_must_set_every_field_and_names_the_missing_one(missing):
+    state = _state()
+    del state[missing]
+    with pytest.raises(InvalidSpikeDataError, match=f"SpikeData state lacks '{missing}'"):
+        SpikeData.__new__(SpikeData).__setstate__(state)
+
+
+def _nested(value, depth):
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"k": _nested(dict, 50)},  # far below the old walk's depth-8 cutoff
+        {dict: "a class as a key"},
+        {"objects": np.array([1, print], dtype=object)},
+        {"set": frozenset({len})},
+        {"deep": _nested({"x": (1, [2, {"f": print}])}, 5000)},
+    ],
+)
+def test_a_callable_anywhere_in_the_unpickled_state_is_refused(metadata):
+    with pytest.raises(InvalidSpikeDataError, match="'metadata' holds a callable or class"):
+        SpikeData.__new__(SpikeData).__setstate__(_state(metadata=metadata))
+    if "deep" not in metadata:  # too deep for the pickler itself
+        with pytest.raises(InvalidSpikeDataError, match="holds a callable or class"):
+            pickle.loads(pickle.dumps(_Smuggled(metadata), protocol=2))
+
+
+class _Smuggled:
+    """Pickles as a SpikeData whose state holds ``metadata`` as given."""
+
+    def __init__(self, metadata):
+        self.metadata = metadata
+
+    def __reduce__(self):
+        return SpikeData.__new__, (SpikeData,), _state(metadata=self.metadata)
+
+
+def test_a_cycle_in_the_state_does_not_hang_the_callable_walk():
+    cycle: list = []
+    cycle.append(cycle)
+    sd = SpikeData.__new__(SpikeData)
+    sd.__setstate__(_state(metadata={"cycle": cycle}))
+    assert sd.metadata["cycle"][0] is sd.metadata["cycle"]
+
+
+def test_validate_finished_names_missing_fields_and_checks_trains():
+    sd = SpikeData.__new__(SpikeData)
+    with pytest.raises(InvalidSpikeDataError, match="SpikeData lacks 'train', 'N'"):
+        spikedata.validate_finished(sd)
+    sd = SpikeData([[1.0, 2.0]], length=5.0)
+    sd.__dict__["train"] = [np.array([1.0, np.nan])]
+    with pytest.raises(InvalidSpikeDataError, match="not finite"):
+        spikedata.validate_finished(sd)
+
+
+def test_error_messages_quote_huge_or_deep_values_briefly():
+    with pytest.raises(InvalidSpikeDataError) as err:
+        SpikeData([[1.0]], start_time=_nested(list(range(10**6)), 100))
+    assert len(str(err.value)) < 200
+    assert len(spikedata.short_repr(10**5000)) < 100  # beyond int's str() digit limit

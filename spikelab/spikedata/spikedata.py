@@ -8,12 +8,25 @@ and ``raw_time``. Pickles name the class ``spikelab.spikedata.spikedata.SpikeDat
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SpikeData", "InvalidSpikeDataError"]
+__all__ = ["SpikeData", "InvalidSpikeDataError", "STATE_FIELDS", "validate_finished", "short_repr"]
+
+#: The instance state every SpikeData pickle sets (SpikeLab 0.1.x writes exactly these).
+STATE_FIELDS = (
+    "train",
+    "N",
+    "length",
+    "start_time",
+    "neuron_attributes",
+    "metadata",
+    "raw_data",
+    "raw_time",
+)
 
 _ELECTRODE_KEYS = ("electrode", "channel", "ch")
 _LOCATION_KEYS = ("location", "position")
@@ -103,38 +116,47 @@ class SpikeData:
         return dict(self.__dict__)
 
     def __setstate__(self, state: Any) -> None:
+        """Set and validate the unpickled state (plain ``pickle.load`` calls this as the state
+        is read; the restricted loader calls it only after unpickling has ended).
+
+        The state must hold every field of :data:`STATE_FIELDS`, no callable or class at any
+        depth (dict keys and object arrays included), and pass :meth:`_validate`.
+        """
         if not isinstance(state, dict):
             raise InvalidSpikeDataError(
                 f"SpikeData state must be a dict, got {type(state).__name__}"
             )
-        missing = [k for k in ("train",) if k not in state]
-        if missing:
-            raise InvalidSpikeDataError(f"SpikeData state lacks {missing}")
-        for key, value in state.items():
+        for key in state:
             if not isinstance(key, str):
-                raise InvalidSpikeDataError(f"SpikeData state has a non-string key {key!r}")
+                raise InvalidSpikeDataError(
+                    f"SpikeData state has a non-string key {short_repr(key)}"
+                )
+        _require_fields(state, "state ")
+        for key, value in state.items():
             if _holds_callable(value):
                 raise InvalidSpikeDataError(
                     f"SpikeData attribute {key!r} holds a callable or class; refused"
                 )
+        self._apply_state(state)
+
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        """Convert and validate a complete state (str keys, every field of STATE_FIELDS) and
+        make it this object's; the caller has checked it holds no callable."""
         state = dict(state)
-        train = state.get("train")
+        train = state["train"]
         if not isinstance(train, list | tuple):
             raise InvalidSpikeDataError(
                 f"SpikeData.train must be a list of arrays, got {type(train).__name__}"
             )
         state["train"] = [_as_train(i, t) for i, t in enumerate(train)]
-        state.setdefault("N", len(state["train"]))
-        state.setdefault("start_time", 0.0)
-        if state.get("length") is None:
+        if state["length"] is None:
             last = max((t[-1] for t in state["train"] if t.size), default=state["start_time"])
-            state["length"] = float(last) - float(state["start_time"])
-        state.setdefault("neuron_attributes", None)
-        if state.get("metadata") is None:
+            state["length"] = float(last) - _finite_float("start_time", state["start_time"])
+        if state["metadata"] is None:
             state["metadata"] = {}
-        if state.get("raw_data") is None:
+        if state["raw_data"] is None:
             state["raw_data"] = np.zeros((0, 0))
-        if state.get("raw_time") is None:
+        if state["raw_time"] is None:
             state["raw_time"] = np.zeros((0,))
         self.__dict__.update(state)
         self._validate(require_sorted=True)
@@ -144,7 +166,7 @@ class SpikeData:
         d = self.__dict__
         n = d["N"]
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-            raise InvalidSpikeDataError(f"N must be a non-negative integer, got {n!r}")
+            raise InvalidSpikeDataError(f"N must be a non-negative integer, got {short_repr(n)}")
         if int(n) != len(d["train"]):
             raise InvalidSpikeDataError(f"N={n} but train holds {len(d['train'])} units")
         d["N"] = int(n)
@@ -156,12 +178,13 @@ class SpikeData:
         for i, t in enumerate(d["train"]):
             if t.size == 0:
                 continue
-            if require_sorted and not _is_sorted(t):
+            is_sorted = _is_sorted(t)
+            if require_sorted and not is_sorted:
                 j = int(np.flatnonzero(np.diff(t) < 0)[0])
                 raise InvalidSpikeDataError(
                     f"unit {i}: spike times are not sorted (t[{j}]={t[j]} > t[{j + 1}]={t[j + 1]})"
                 )
-            tmin, tmax = (t[0], t[-1]) if _is_sorted(t) else (t.min(), t.max())
+            tmin, tmax = (t[0], t[-1]) if is_sorted else (t.min(), t.max())
             if tmin < lo or tmax > hi:
                 bad = tmin if tmin < lo else tmax
                 raise InvalidSpikeDataError(
@@ -341,23 +364,25 @@ class SpikeData:
 
 
 def _is_sorted(t: np.ndarray) -> bool:
-    return t.size < 2 or bool(np.all(t[1:] >= t[:-1]))
+    return t.size < 2 or bool((t[1:] >= t[:-1]).all())
 
 
 def _finite_float(name: str, value: Any) -> float:
     try:
         out = float(value)
-    except (TypeError, ValueError):
-        raise InvalidSpikeDataError(f"{name} must be a number (ms), got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidSpikeDataError(
+            f"{name} must be a number (ms), got {short_repr(value)}"
+        ) from None
     if not math.isfinite(out):
-        raise InvalidSpikeDataError(f"{name} must be finite, got {value!r}")
+        raise InvalidSpikeDataError(f"{name} must be finite, got {short_repr(value)}")
     return out
 
 
 def _positive_float(name: str, value: Any) -> float:
     out = _finite_float(name, value)
     if out <= 0:
-        raise InvalidSpikeDataError(f"{name} must be > 0, got {value!r}")
+        raise InvalidSpikeDataError(f"{name} must be > 0, got {short_repr(value)}")
     return out
 
 
@@ -371,13 +396,66 @@ def _attribute_column(attrs, keys, n) -> list | None:
     return None
 
 
-def _holds_callable(value: Any, depth: int = 0) -> bool:
-    if isinstance(value, type) or (callable(value) and not isinstance(value, np.ndarray)):
-        return True
-    if depth > 8:
-        return False
-    if isinstance(value, dict):
-        return any(_holds_callable(v, depth + 1) for v in value.values())
-    if isinstance(value, list | tuple | set | frozenset):
-        return any(_holds_callable(v, depth + 1) for v in value)
+_INERT = frozenset({str, int, float, bool, type(None), bytes, complex})
+
+
+def _holds_callable(value: Any) -> bool:
+    """Whether ``value`` is or holds a class or callable anywhere: containers are walked
+    iteratively to any depth, dict keys and object arrays included (each container once)."""
+    todo = [value]
+    seen: set[int] = set()
+    while todo:
+        v = todo.pop()
+        if type(v) in _INERT:
+            continue
+        if isinstance(v, type) or callable(v):
+            return True
+        if isinstance(v, dict | list | tuple | set | frozenset) or (
+            isinstance(v, np.ndarray) and v.dtype.hasobject
+        ):
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            if isinstance(v, dict):
+                todo += [k for k in v if type(k) not in _INERT]
+                v = v.values()
+            elif isinstance(v, np.ndarray):
+                v = v.ravel().tolist() if v.dtype.fields is None else [v.tolist()]
+            todo += [x for x in v if type(x) not in _INERT]
     return False
+
+
+def _require_fields(fields: Mapping[str, Any], what: str = "") -> None:
+    missing = [k for k in STATE_FIELDS if k not in fields]
+    if missing:
+        raise InvalidSpikeDataError(
+            f"SpikeData {what}lacks {', '.join(map(repr, missing))} (a SpikeData pickle sets "
+            f"all of {', '.join(STATE_FIELDS)})"
+        )
+
+
+def validate_finished(sd: SpikeData) -> None:
+    """Check that a SpikeData read by plain ``pickle.load`` is complete and consistent: every
+    field of :data:`STATE_FIELDS` set, trains 1-D finite sorted float64 (converted as needed)
+    inside ``[start_time, start_time + length]`` ms. Raises InvalidSpikeDataError."""
+    d = sd.__dict__
+    _require_fields(d)
+    train = d["train"]
+    if not isinstance(train, list | tuple):
+        raise InvalidSpikeDataError(
+            f"SpikeData.train must be a list of arrays, got {type(train).__name__}"
+        )
+    d["train"] = [_as_train(i, t) for i, t in enumerate(train)]
+    sd._validate(require_sorted=True)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 80, 80, 40
+
+
+def short_repr(value: Any) -> str:
+    """A repr of at most ~100 characters, safe on deep, huge or hostile values."""
+    try:
+        return _REPR.repr(value)
+    except Exception:
+        return f"<{type(value).__module__}.{type(value).__qualname__}>"
