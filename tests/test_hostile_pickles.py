@@ -27,7 +27,7 @@ from spikelab.data_loaders.data_loaders import (
     UnsafePickleError,
     load_spikedata_from_pickle,
 )
-from spikelab.formats import pickle_io
+from spikelab.formats import pickle_io, pickle_scan
 from spikelab.formats.errors import ExportError
 from spikelab.formats.metadata import MAX_JSON_DEPTH, json_safe
 from spikelab.spikedata import SpikeData
@@ -169,7 +169,7 @@ def _write(tmp_path: Path, data: bytes, name: str = "x.pkl") -> Path:
 def test_more_objects_than_the_bound_is_refused_before_unpickling(tmp_path, monkeypatch):
     sd = SpikeData([[1.0]] * 300, length=2.0)
     path = _write(tmp_path, pickle.dumps(sd, protocol=5))
-    monkeypatch.setattr(pickle_io, "MAX_OBJECTS", 1000)
+    monkeypatch.setattr(pickle_scan, "MAX_OBJECTS", 1000)
     monkeypatch.setattr(pickle_io.SafeUnpickler, "load", None)  # must not be reached
     with pytest.raises(LoadError, match="more than 1000 objects") as err:
         load_spikedata_from_pickle(path)
@@ -178,7 +178,7 @@ def test_more_objects_than_the_bound_is_refused_before_unpickling(tmp_path, monk
 
 def test_more_memo_entries_than_the_bound_is_refused(tmp_path, monkeypatch):
     path = _write(tmp_path, proto(4) + NONE + MEMOIZE * 1001 + STOP)
-    monkeypatch.setattr(pickle_io, "MAX_OBJECTS", 1000)
+    monkeypatch.setattr(pickle_scan, "MAX_OBJECTS", 1000)
     with pytest.raises(LoadError, match="more than 1000 memo entries"):
         load_spikedata_from_pickle(path)
 
@@ -195,7 +195,7 @@ def test_scan_of_the_real_pickles_stays_far_below_the_bounds():
 
 def test_the_scanner_knows_every_opcode_of_every_protocol():
     codes = {op.code.encode("latin-1") for op in pickletools.opcodes}
-    assert set(pickle_io._OPCODES) == codes
+    assert set(pickle_scan._OPCODES) == codes
 
 
 def test_a_file_changed_between_scan_and_load_is_refused(tmp_path, monkeypatch):
@@ -384,7 +384,7 @@ def test_large_recordings_scan_within_the_bounds(tmp_path):
         with open(path, "rb") as fh:
             report = pickle_io.scan_pickle(fh, path.stat().st_size)
         assert report.depth <= 8
-        assert report.objects * 50 < pickle_io.MAX_OBJECTS  # 2000 units: at most 36 000
+        assert report.objects * 50 < pickle_scan.MAX_OBJECTS  # 2000 units: at most 36 000
         _same_spikedata(load_spikedata_from_pickle(path), sd)
 
 
