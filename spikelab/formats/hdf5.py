@@ -608,6 +608,10 @@ def load_spikedata_from_hdf5(
         length = length_ms
         if length is None:
             length = h5.number_attr(f, "length_ms", unit="ms")
+        if length is not None and not math.isfinite(float(start) + float(length)):
+            raise LoadError(
+                f"{path}: start_time {start!r} ms + length_ms {length!r} ms overflows; refused"
+            )
         metadata = parse_json(h5.text_attr(f, "metadata_json") or "{}", path, "metadata_json")
         if not isinstance(metadata, dict):
             raise LoadError(

@@ -145,7 +145,8 @@ class StrictH5:
         if obj is None:
             raise LoadError(f"{self.source}: no {what} {name!r} in the file")
         if not isinstance(obj, h5py.Dataset):
-            raise LoadError(f"{self.source}: {name!r} is a {type(obj).__name__}, not a dataset")
+            kind = "group" if isinstance(obj, h5py.Group) else "named datatype"
+            raise LoadError(f"{self.source}: {name!r} is a {kind}, not a dataset")
         self.check_dataset(obj, name)
         return obj
 
@@ -157,7 +158,7 @@ class StrictH5:
         if obj is None:
             raise LoadError(f"{self.source}: no {what} {name!r} in the file")
         if not isinstance(obj, h5py.Group):
-            raise LoadError(f"{self.source}: {name!r} is a {type(obj).__name__}, not a group")
+            raise LoadError(f"{self.source}: {name!r} is not a group")
         return obj
 
     # ------------------------------------------------------------------------ datasets
@@ -250,6 +251,14 @@ class StrictH5:
                     f"{self.source}: attribute {key!r}{self._of(obj)} is not UTF-8 text ({exc})"
                 ) from None
         if isinstance(value, str):
+            if not value.isascii():  # h5py decodes invalid UTF-8 with surrogate escapes
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise LoadError(
+                        f"{self.source}: attribute {key!r}{self._of(obj)} is not UTF-8 text "
+                        f"({exc.reason} at {exc.start})"
+                    ) from None
             return str(value)
         raise LoadError(
             f"{self.source}: attribute {key!r}{self._of(obj)} must be a text, got "

@@ -63,6 +63,7 @@ _INT64_SPAN = 2.0**63  # sample indices are int64: -2**63 <= s < 2**63
 def _check_sample(t_ms: float, fs_Hz: float, offset: int, what: str, where: str) -> None:
     """ExportError unless ``rint(t_ms * fs_Hz / 1000) + offset`` (as ms_to_unit rounds) is an
     int64."""
+    t_ms = float(t_ms)
     s = float(np.rint(np.float64(t_ms) * (fs_Hz / 1000.0)))
     if math.isfinite(s) and -_INT64_SPAN <= s < _INT64_SPAN:
         if -(2**63) <= int(s) + offset < 2**63:
