@@ -257,12 +257,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def loader_boundary(source: str) -> Iterator[None]:
-    """Turn any exception of the loader body into a LoadError naming ``source`` (LoadError and
-    warnings pass unchanged): whatever a file holds, a loader raises nothing else."""
+def loader_boundary(source: str, passthrough: tuple[type, ...] = ()) -> Iterator[None]:
+    """Turn any exception of the loader body into a LoadError naming ``source`` (LoadError,
+    warnings and ``passthrough`` types pass unchanged): whatever a file holds, a loader raises
+    nothing else."""
     try:
         yield
-    except (LoadError, Warning):
+    except (LoadError, Warning, *passthrough):
         raise
     except MemoryError:
         raise LoadError(

@@ -534,7 +534,7 @@ def load_spikedata_from_hdf5(
     chosen = [s for s, a in asked.items() if a]
     if len(chosen) > 1:
         raise LoadError(f"{path}: arguments for several styles given ({', '.join(chosen)})")
-    with open_hdf5(path, path) as h5, loader_boundary(path):
+    with loader_boundary(path, passthrough=(FileNotFoundError,)), open_hdf5(path, path) as h5:
         f = h5.f
         style = chosen[0] if chosen else h5.text_attr(f, "spikelab_style")
         if style not in HDF5_STYLES:

@@ -52,7 +52,11 @@ def open_hdf5(
 
     with open_regular(path, source) as (fd, size):
         name = fd_path(fd, path)
-        if not h5py.is_hdf5(name):
+        try:
+            signed = h5py.is_hdf5(name)
+        except (OSError, ValueError, RuntimeError):
+            signed = False
+        if not signed:
             raise LoadError(f"{source}: {not_hdf5} (no HDF5 signature)")
         try:
             f = h5py.File(name, "r")
@@ -340,7 +344,9 @@ class StrictH5:
                 obj = h5py.Dataset(oid)
                 self.check_dataset(obj, label)
                 fields = _ref_fields(obj.dtype)
-                if fields:
+                if fields == [None] and h5py.check_dtype(ref=obj.dtype) is h5py.Reference:
+                    self._check_object_references(obj, label)
+                elif fields:
                     values = obj[()]
                     for field in fields:
                         self._check_references(values if field is None else values[field], label)
@@ -350,11 +356,26 @@ class StrictH5:
                 obj = h5py.Datatype(oid)
             for index in range(h5a.get_num_attrs(oid)):
                 aid = h5a.open(oid, index=index)
-                key = _text(aid.get_name())
-                dtype = aid.dtype
-                value = self.attr(obj, key)
-                for field in _ref_fields(dtype):
-                    self._check_references(value if field is None else value[field], label)
+                declared = aid.get_space().get_simple_extent_npoints() * aid.get_type().get_size()
+                if declared > self.size:
+                    self.attr(obj, _text(aid.get_name()))  # raises, naming the attribute
+                fields = _ref_fields(aid.dtype)
+                if fields:
+                    value = self.attr(obj, _text(aid.get_name()))
+                    for field in fields:
+                        self._check_references(value if field is None else value[field], label)
+
+    def _check_object_references(self, dset, label: str) -> None:
+        """:meth:`_check_references` of a dataset of object references, each distinct target
+        looked up once (their raw values are the targets' addresses)."""
+        from h5py import h5s, h5t
+
+        raw = np.empty(dset.shape, dtype=np.uint64)
+        dset.id.read(h5s.ALL, h5s.ALL, raw, mtype=h5t.STD_REF_OBJ)
+        _unique, first = np.unique(raw.reshape(-1), return_index=True)
+        if first.size:
+            refs = np.asarray(dset[()], dtype=object).reshape(-1)
+            self._check_references(refs[first], label)
 
     def _check_references(self, values: Any, label: str) -> None:
         from h5py import h5r

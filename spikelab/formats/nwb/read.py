@@ -295,6 +295,13 @@ def load_spikedata_from_nwb(
     Files without SpikeLab's state (other NWB writers) give start_time/length from
     ``obs_intervals`` (else the spikes), metadata from the NWBFile fields and ``fs_Hz`` =
     1/resolution, and neuron_attributes from the scalar Units columns.
+
+    The file is untrusted (see :mod:`~spikelab.formats.strict_hdf5`): only a regular file is
+    opened, and before pynwb or h5py reads anything the whole file is checked once (every link,
+    object, attribute and object reference; ~15 ms for a SpikeLab NWB file, independent of the
+    number of spikes): an external link, external raw storage, a virtual dataset, a reference
+    to an unnamed object, or a size the file cannot hold is refused. Any fault of the file is a
+    LoadError naming the file (and the field).
     """
     source = os.fspath(filepath)
     if not isinstance(prefer_pynwb, bool):
@@ -314,15 +321,14 @@ def load_spikedata_from_nwb(
     path = Path(source)
     if not os.path.exists(path):
         raise LoadError(f"{source}: no such file")
-    with contextlib.ExitStack() as stack:
+    with loader_boundary(source), contextlib.ExitStack() as stack:
         try:
             h5 = stack.enter_context(open_hdf5(path, source, not_hdf5="not an NWB/HDF5 file"))
         except FileNotFoundError:  # removed meanwhile
             raise LoadError(f"{source}: no such file") from None
-        with loader_boundary(source):
-            h5.check_whole_file()
-            if default and "nwb_version" in h5.f.attrs:
-                parts = (_read_nwb_pynwb if prefer_pynwb else _read_nwb_h5py)(h5)
-            else:
-                parts = read_plain(h5, group, spike_times_dataset, spike_times_index_dataset)
-            return _assemble(parts, length_ms, source)
+        h5.check_whole_file()  # pynwb reads every object: all are checked first
+        if default and "nwb_version" in h5.f.attrs:
+            parts = (_read_nwb_pynwb if prefer_pynwb else _read_nwb_h5py)(h5)
+        else:
+            parts = read_plain(h5, group, spike_times_dataset, spike_times_index_dataset)
+        return _assemble(parts, length_ms, source)
