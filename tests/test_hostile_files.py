@@ -254,11 +254,23 @@ def test_a_dataset_declaring_more_than_the_file_holds_is_refused(tmp_path, stora
             f.create_dataset(
                 "spike_times", shape=(10**12,), dtype="f8", chunks=(1 << 16,), compression="gzip"
             )
-    size = path.stat().st_size
     message = assert_load_error(
         lambda: load_spikedata_from_hdf5(path), str(path), "'spike_times'", "8000000000000 bytes"
     )
-    assert f"{size}-byte file" in message or "1032:1" in message
+    assert "stores 0 bytes" in message or "stores 0 compressed bytes" in message
+
+
+def test_many_datasets_each_declaring_the_file_size_unwritten_are_refused(tmp_path):
+    """Each fits in the file, but none is stored: together they would read back gigabytes."""
+    path = tmp_path / "group.h5"
+    export_spikedata_to_hdf5(small(), path, style="group")
+    size = path.stat().st_size
+    with h5py.File(path, "a") as f:
+        for i in range(3):
+            del f[f"units/{i}"]
+            f["units"].create_dataset(str(i), shape=(size // 8,), dtype="f8")
+            f[f"units/{i}"].attrs["unit"] = "s"
+    assert_load_error(lambda: load_spikedata_from_hdf5(path), str(path), "'units/0'", "fill values")
 
 
 def test_a_raster_decoding_to_absurd_spike_counts_is_refused(tmp_path):
@@ -545,6 +557,19 @@ def test_text_files_beyond_their_size_limit_are_refused_unread(ks, name, size, l
         fh.truncate(size)
     assert_load_error(
         lambda: load_spikedata_from_kilosort(ks), str(ks / name), f"{size} bytes", str(limit)
+    )
+
+
+@pytest.mark.parametrize(("limit", "value"), [("MAX_UNITS", 5), ("TABLE_MAX_CELLS", 11)])
+def test_cluster_tables_beyond_their_row_or_cell_limit_are_refused(ks, monkeypatch, limit, value):
+    import spikelab.formats.kilosort.read as kilosort_read
+
+    monkeypatch.setattr(kilosort_read, limit, value)  # 6 rows of 2 cells
+    (ks / "cluster_info.tsv").unlink()
+    rows = "".join(f"{i}\tgood\n" for i in range(6))
+    (ks / "cluster_group.tsv").write_text("cluster_id\tgroup\n" + rows)
+    assert_load_error(
+        lambda: load_spikedata_from_kilosort(ks), str(ks / "cluster_group.tsv"), f"{value}"
     )
 
 

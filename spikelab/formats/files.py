@@ -22,8 +22,10 @@ Limits (documented here, used by the loaders):
 - :data:`MAX_EXPANSION`: a compressed dataset may declare at most 1032 bytes per byte it
   stores, deflate's largest possible ratio; data beyond that cannot come from the file.
 - :data:`PARAMS_MAX_BYTES`, :data:`TABLE_MAX_BYTES`, :data:`SIDE_FILE_MAX_BYTES`: the largest
-  params.py (1 MiB; a real one holds ~200 bytes), cluster table (32 MiB; ~300 000 units with ten
-  columns) and SpikeLab side file (64 MiB) a loader reads.
+  params.py (1 MiB; a real one holds ~200 bytes), cluster table (32 MiB, and at most
+  :data:`TABLE_MAX_CELLS` = 2**22 cells, ~400 MB of Python objects: 100 000 units x 40 columns)
+  and SpikeLab side file (64 MiB: ~1 KB of attributes for each of 60 000 units; parsed JSON
+  takes up to ~30x its text in memory) a loader reads.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "MAX_EXPANSION",
     "PARAMS_MAX_BYTES",
     "TABLE_MAX_BYTES",
+    "TABLE_MAX_CELLS",
     "SIDE_FILE_MAX_BYTES",
     "describe_mode",
     "regular_or_absent",
@@ -61,6 +64,7 @@ MAX_UNITS = 1 << 20
 MAX_EXPANSION = 1032
 PARAMS_MAX_BYTES = 1 << 20
 TABLE_MAX_BYTES = 32 << 20
+TABLE_MAX_CELLS = 1 << 22
 SIDE_FILE_MAX_BYTES = 64 << 20
 
 _KINDS = {

@@ -11,9 +11,11 @@ checked access:
 - paths are resolved link by link (:meth:`StrictH5.node`): hard links and soft links (whose
   targets are resolved the same way) only; an external or user-defined link is refused;
 - before any dataset is read (:meth:`StrictH5.check_dataset`): external raw storage and virtual
-  layouts are refused, and the declared size (shape x type size) must fit in the file, or, for a
-  dataset stored through filters (compression), within :data:`~spikelab.formats.files.
-  MAX_EXPANSION` (1032, deflate's largest ratio) times the bytes it stores;
+  layouts are refused, and the declared size (shape x type size) must be what the dataset
+  stores in the file, or, for a dataset stored through filters (compression), at most
+  :data:`~spikelab.formats.files.MAX_EXPANSION` (1032, deflate's largest ratio) times that,
+  give or take :data:`UNSTORED_BYTES` (a dataset never written reads back as fill values: 10**12
+  of them from a 2 KB file);
 - attributes are read only when their declared size fits in the file, and converted to text or
   numbers with a LoadError naming the attribute when they are not what they should be;
 - :meth:`StrictH5.check_whole_file` checks every link, object, attribute and object reference of
@@ -37,6 +39,9 @@ from spikelab.formats.files import MAX_EXPANSION, fd_path, open_regular
 __all__ = ["open_hdf5", "StrictH5"]
 
 _MAX_SOFT_LINKS = 16  # HDF5's own limit of nested soft links
+#: Bytes a dataset may declare beyond what it stores (fill values of a small dataset never
+#: written); each dataset costs the file more than ~1/40 of this in headers.
+UNSTORED_BYTES = 4096
 
 
 @contextlib.contextmanager
@@ -186,16 +191,18 @@ class StrictH5:
         shape = dset.shape
         count = 0 if shape is None else math.prod(shape)
         declared = count * dset.id.get_type().get_size()
-        if declared <= self.size:
+        if declared <= UNSTORED_BYTES:
             return
-        if dcpl.get_nfilters() == 0:
-            raise LoadError(
-                f"{self.source}: dataset {label!r} declares shape {shape} of "
-                f"{dset.id.get_type().get_size()}-byte values = {declared} bytes, more than this "
-                f"{self.size}-byte file holds (uncompressed); refused"
-            )
         stored = dset.id.get_storage_size()
-        if declared > MAX_EXPANSION * stored:
+        if dcpl.get_nfilters() == 0:
+            if declared > self.size or declared > stored + UNSTORED_BYTES:
+                raise LoadError(
+                    f"{self.source}: dataset {label!r} declares shape {shape} of "
+                    f"{dset.id.get_type().get_size()}-byte values = {declared} bytes, but this "
+                    f"{self.size}-byte file stores {stored} bytes of it (the rest would be fill "
+                    "values never written); refused"
+                )
+        elif declared > MAX_EXPANSION * stored + UNSTORED_BYTES:
             raise LoadError(
                 f"{self.source}: dataset {label!r} declares shape {shape} = {declared} bytes "
                 f"but stores {stored} compressed bytes: more than {MAX_EXPANSION}:1, the largest "

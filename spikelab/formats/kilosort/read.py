@@ -20,9 +20,11 @@ import numpy as np
 
 from spikelab.formats.errors import ExportError, LoadError, spikedata_or_load_error
 from spikelab.formats.files import (
+    MAX_UNITS,
     PARAMS_MAX_BYTES,
     SIDE_FILE_MAX_BYTES,
     TABLE_MAX_BYTES,
+    TABLE_MAX_CELLS,
     check_unit_count,
     describe_mode,
     loader_boundary,
@@ -392,9 +394,16 @@ def _read_cluster_table(folder: Path) -> list[dict[str, Any]]:
         return []
     text = read_text(path, TABLE_MAX_BYTES, "cluster table")
     first = text.split("\n", 1)[0]
+    rows, cells = [], 0
     try:
         with io.StringIO(text, newline="") as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t" if "\t" in first else ","))
+            for row in csv.DictReader(fh, delimiter="\t" if "\t" in first else ","):
+                cells += len(row) + len(row.get(None) or ())
+                if len(rows) >= MAX_UNITS or cells > TABLE_MAX_CELLS:
+                    raise LoadError(
+                        f"{path}: more than {MAX_UNITS} rows or {TABLE_MAX_CELLS} cells; refused"
+                    )
+                rows.append(row)
     except csv.Error as exc:
         raise LoadError(f"{path}: not a readable table ({exc})") from None
     out = []

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from spikelab.formats.errors import LoadError
+from spikelab.formats.files import check_unit_count
 from spikelab.formats.nwb.layout import STATE_NAME, Parts, as_index, parse_state
 from spikelab.formats.streaming import write_hdf5_times
 
@@ -55,6 +56,7 @@ def read_plain(h5, group: str, ds: str, ids: str) -> Parts:
     parts.times_s = np.asarray(times, dtype=np.float64).reshape(-1)
     ends = h5.read(h5.node(ids, g), f"{label}/{ids}")
     parts.ends = as_index(ends, source, f"{label}/{ids}")
+    check_unit_count(parts.ends.size, source, f"{label}/{ids}")
     state = h5.text_attr(g, STATE_NAME)
     if state is not None:
         parts.state = parse_state(state, source)

@@ -86,6 +86,7 @@ def _read_nwb_h5py(h5) -> Parts:
         raise LoadError(f"{source}: the Units table has no spike_times/spike_times_index")
     parts.times_s = np.asarray(h5.read(st, "units/spike_times"), dtype=np.float64).reshape(-1)
     parts.ends = as_index(h5.read(index, "units/spike_times_index"), source, "spike_times_index")
+    check_unit_count(parts.ends.size, source, "the Units table")
     parts.resolution = _resolution(h5.attr(st, "resolution"))
     if parts.state is None:
         n = parts.ends.size
@@ -176,6 +177,7 @@ def _read_nwb_pynwb(h5) -> Parts:
             index = units["spike_times"]
             parts.times_s = np.asarray(index.target.data[:], dtype=np.float64)
             parts.ends = as_index(index.data[:], source, "spike_times_index")
+            check_unit_count(parts.ends.size, source, "the Units table")
             parts.resolution = _resolution(units.resolution)
             if parts.state is None:
                 n = parts.ends.size
