@@ -516,6 +516,11 @@ def npy_with_header(path: Path, header: str, data: bytes = b"") -> None:
             ["not a readable .npy"],
         ),
         ("spike_times.npy", lambda p: np.save(p, np.full(4, 2**63 + 5, np.uint64)), ["int64"]),
+        (
+            "spike_clusters.npy",
+            lambda p: np.save(p, np.full(4, 2**64 - 1, np.uint64)),
+            ["cluster ids must be int64"],
+        ),
     ],
 )
 def test_npy_headers_are_checked_before_anything_is_allocated(ks, name, build, fragments):

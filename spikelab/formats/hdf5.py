@@ -248,13 +248,13 @@ def _write_raster(
         )
     for u0 in range(0, sd.N, rows_per_block):
         u1 = min(sd.N, u0 + rows_per_block)
+        if cols == n_bins:  # whole rows (the bins are dropped as soon as they are merged)
+            _write_raster_block(dset, u0, 0, [bins_of(i) for i in range(u0, u1)], n_bins, dtype)
+            continue
         bins = [bins_of(i) for i in range(u0, u1)]
         for c0 in range(0, n_bins, cols):
             c1 = min(n_bins, c0 + cols)
-            if cols < n_bins:
-                parts = [b[np.searchsorted(b, c0) : np.searchsorted(b, c1)] - c0 for b in bins]
-            else:
-                parts = bins
+            parts = [b[np.searchsorted(b, c0) : np.searchsorted(b, c1)] - c0 for b in bins]
             _write_raster_block(dset, u0, c0, parts, c1 - c0, dtype)
         del bins
     dset.attrs["bin_size_ms"] = bin_ms
@@ -269,7 +269,7 @@ def _write_raster_block(dset, u0: int, c0: int, bins: list[np.ndarray], width: i
     counts = np.fromiter((b.size for b in bins), dtype=np.int64, count=len(bins))
     if counts.sum():
         keys = np.concatenate(bins)
-        del bins
+        bins.clear()  # the caller's list too: its arrays are freed before the merge below
         keys += np.repeat(np.arange(len(counts), dtype=np.int64) * width, counts)
         starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
         block.reshape(-1)[keys[starts]] = np.diff(np.append(starts, keys.size))

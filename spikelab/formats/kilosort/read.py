@@ -376,11 +376,16 @@ def _load_vector(folder: Path, name: str, what: str) -> np.ndarray:
 
 
 def _as_ids(values: np.ndarray, path: Path) -> np.ndarray:
+    """Cluster ids as int64; ids that are not integers, or not int64s, are a LoadError."""
     if values.dtype.kind == "f":
         if not np.all(np.isfinite(values) & (values == np.round(values))):
             raise LoadError(f"{path}: cluster ids must be integers")
+        if values.size and (values.min() < -(2.0**63) or values.max() >= 2.0**63):
+            raise LoadError(f"{path}: cluster ids must be int64 integers")
     elif values.dtype.kind not in "iu":
         raise LoadError(f"{path}: cluster ids must be integers, got dtype {values.dtype}")
+    elif values.dtype == np.uint64 and values.size and values.max() >= 2**63:
+        raise LoadError(f"{path}: cluster ids must be int64 integers, got {int(values.max())}")
     return values.astype(np.int64, copy=False)
 
 
