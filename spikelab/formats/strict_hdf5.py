@@ -118,7 +118,7 @@ class StrictH5:
             if not isinstance(obj, h5py.Group):
                 return None
             key = part.encode("utf-8")
-            if not obj.id.links.exists(key):
+            if not obj.id.links.exists(key):  # the link alone, not its target
                 return None
             kind = obj.id.links.get_info(key).type
             if kind == h5l.TYPE_HARD:
@@ -224,10 +224,10 @@ class StrictH5:
         fits in the file."""
         from h5py import h5a
 
-        name = key.encode("utf-8")
-        if not h5a.exists(obj.id, name):
+        try:
+            aid = h5a.open(obj.id, key.encode("utf-8"))
+        except KeyError:
             return None
-        aid = h5a.open(obj.id, name)
         declared = aid.get_space().get_simple_extent_npoints() * aid.get_type().get_size()
         if declared > self.size:
             raise LoadError(
