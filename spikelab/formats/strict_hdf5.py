@@ -224,10 +224,10 @@ class StrictH5:
         fits in the file."""
         from h5py import h5a
 
-        try:
-            aid = h5a.open(obj.id, key.encode("utf-8"))
-        except KeyError:
+        name = key.encode("utf-8")
+        if not h5a.exists(obj.id, name):  # cheaper than a failed open (the usual case)
             return None
+        aid = h5a.open(obj.id, name)
         declared = aid.get_space().get_simple_extent_npoints() * aid.get_type().get_size()
         if declared > self.size:
             raise LoadError(
