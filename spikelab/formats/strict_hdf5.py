@@ -98,6 +98,43 @@ def _ref_fields(dtype: np.dtype) -> list[str | None]:
     return []
 
 
+def _wrap(oid):
+    """The h5py object (Dataset, Group or Datatype) of the low-level object id ``oid``, as
+    ``group[name]`` makes it (without a second lookup of the name)."""
+    import h5py
+    from h5py import h5i
+
+    kind = h5i.get_type(oid)
+    if kind == h5i.DATASET:
+        return h5py.Dataset(oid, readonly=True)
+    if kind == h5i.GROUP:
+        return h5py.Group(oid)
+    return h5py.Datatype(oid)
+
+
+def _read_attribute(aid) -> Any:
+    """The value of the open attribute ``aid``, exactly as h5py's ``obj.attrs[name]`` reads it
+    (without opening it again)."""
+    import h5py
+    from h5py import h5t
+
+    shape = aid.shape
+    if shape is None:  # empty dataspace
+        return h5py.Empty(aid.dtype)
+    dtype = aid.dtype
+    htype = h5t.py_create(dtype)
+    if dtype.subdtype is not None:  # top-level array type: numpy has none
+        subdtype, subshape = dtype.subdtype
+        shape, dtype = shape + subshape, subdtype
+    arr = np.zeros(shape, dtype=dtype, order="C")
+    aid.read(arr, mtype=htype)
+    string_info = h5t.check_string_dtype(dtype)
+    if string_info and string_info.length is None:  # variable-length: bytes to str
+        texts = [b.decode("utf-8", "surrogateescape") for b in arr.flat]
+        arr = np.array(texts, dtype=dtype).reshape(arr.shape)
+    return arr[()] if arr.ndim == 0 else arr
+
+
 class StrictH5:
     """Checked access to an open h5py File ``f`` of ``size`` bytes, named ``source`` in errors."""
 
@@ -109,7 +146,7 @@ class StrictH5:
         """The object at path ``name`` (relative to ``base``, default the root), or None when
         no link of that name exists. Only hard and soft links are followed."""
         import h5py
-        from h5py import h5l
+        from h5py import h5l, h5o
 
         if _depth > _MAX_SOFT_LINKS:
             raise LoadError(f"{self.source}: more than {_MAX_SOFT_LINKS} nested soft links")
@@ -122,7 +159,7 @@ class StrictH5:
                 return None
             kind = obj.id.links.get_info(key).type
             if kind == h5l.TYPE_HARD:
-                obj = obj[part]
+                obj = _wrap(h5o.open(obj.id, key))
             elif kind == h5l.TYPE_SOFT:
                 obj = self.node(_text(obj.id.links.get_val(key)), obj, _depth + 1)
                 if obj is None:
@@ -235,7 +272,7 @@ class StrictH5:
                 f"more than this {self.size}-byte file holds; refused"
             )
         try:
-            return obj.attrs[key]
+            return _read_attribute(aid)
         except (OSError, TypeError, ValueError, KeyError, RuntimeError) as exc:
             first = (str(exc).splitlines() or [""])[0][:200]
             raise LoadError(
