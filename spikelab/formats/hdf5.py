@@ -18,6 +18,7 @@ every time dataset carries ``unit`` (and ``fs_Hz`` for samples).
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from typing import Any
@@ -26,6 +27,13 @@ import numpy as np
 
 from spikelab.formats.atomic import atomic_file
 from spikelab.formats.errors import ExportError, LoadError, OptionError, spikedata_or_load_error
+from spikelab.formats.files import (
+    MAX_EXPANSION,
+    MAX_UNITS,
+    check_unit_count,
+    loader_boundary,
+    parse_json,
+)
 from spikelab.formats.metadata import json_safe
 from spikelab.formats.registry import Format, ResourceModel, pick
 from spikelab.formats.streaming import (
@@ -34,18 +42,30 @@ from spikelab.formats.streaming import (
     write_hdf5_block,
     write_hdf5_times,
 )
-from spikelab.formats.time_units import check_time_unit, clip_to_recording, ms_to_unit, unit_to_ms
+from spikelab.formats.strict_hdf5 import open_hdf5
+from spikelab.formats.time_units import (
+    TIME_UNITS,
+    check_samples_fit,
+    check_time_unit,
+    check_times_fit,
+    clip_to_recording,
+    ms_to_unit,
+    unit_to_ms,
+)
 from spikelab.spikedata.spikedata import SpikeData
 
 __all__ = [
     "export_spikedata_to_hdf5",
     "load_spikedata_from_hdf5",
     "HDF5_STYLES",
+    "RASTER_MAX_CELLS",
     "STYLE_KEYS",
     "FORMAT",
 ]
 
 HDF5_STYLES = ("ragged", "raster", "group", "paired")
+#: Default of ``raster_max_cells``: the largest raster (units x bins) the exporter writes.
+RASTER_MAX_CELLS = 1 << 36
 _RASTER_ROWS_PER_BLOCK_BYTES = 32 * 1024 * 1024  # dense bytes per row block while writing
 
 
@@ -77,9 +97,28 @@ def _count_dtype(max_count: int) -> np.dtype:
 
 
 def _unit_bins(train: np.ndarray, start_time: float, bin_ms: float, n_bins: int) -> np.ndarray:
-    b = np.floor((train - start_time) / bin_ms).astype(np.int64)
+    """Bin index (int64) of every spike, clipped to ``0..n_bins-1`` before the integer cast
+    (a time far outside the recording goes to the edge bin, never wraps)."""
+    b = np.floor((train - start_time) / bin_ms)
     np.clip(b, 0, n_bins - 1, out=b)
-    return b
+    return b.astype(np.int64)
+
+
+def _raster_shape(sd: SpikeData, bin_ms: float, max_cells: int) -> int:
+    """Bins per unit of the raster (as ``sd.n_bins``), or ExportError when ``N x bins``
+    exceeds ``max_cells``."""
+    length = float(sd.length)
+    bins = length / bin_ms if length > 0 else 1.0
+    n_bins = max(1, math.ceil(bins)) if math.isfinite(bins) else math.inf
+    cells = max(sd.N, 1) * n_bins  # an empty raster still has its bins
+    if cells > max_cells:
+        raise ExportError(
+            f"raster of length {length:g} ms / bin {bin_ms:g} ms = {n_bins:,} bins per unit x "
+            f"{sd.N} units = {cells:,} cells exceeds raster_max_cells={max_cells:,} (a dense "
+            "count matrix that size takes as many bytes of disk and minutes of writing); use a "
+            "wider raster_bin_size_ms, another style, or pass a larger raster_max_cells"
+        )
+    return n_bins
 
 
 def _max_bin_count(bins: np.ndarray) -> int:
@@ -164,17 +203,30 @@ def _write_unit_datasets(grp, trains, unit: str, fs_Hz) -> None:
             write_attr(dset)
 
 
-def _write_raster(
-    f, sd: SpikeData, name: str, bin_ms: float, dtype, compression, compression_opts
-) -> None:
-    n_bins = sd.n_bins(bin_ms)
+def _raster_dtype(sd: SpikeData, bin_ms: float, n_bins: int, dtype) -> np.dtype:
+    """The count dtype: ``dtype``, or the narrowest that holds the largest count. A first pass
+    finds the largest count, keeping nothing; a given dtype too narrow is an ExportError."""
+    largest = max(
+        (_max_bin_count(_unit_bins(t, sd.start_time, bin_ms, n_bins)) for t in sd.train),
+        default=0,
+    )
+    if dtype is None:
+        return _count_dtype(largest)
+    dtype = np.dtype(dtype)
+    if largest > np.iinfo(dtype).max:
+        raise ExportError(
+            f"raster_dtype {dtype} holds counts up to {np.iinfo(dtype).max}, but a bin of "
+            f"{bin_ms:g} ms holds {largest} spikes; pass a wider raster_dtype or None"
+        )
+    return dtype
 
+
+def _write_raster(
+    f, sd: SpikeData, name: str, bin_ms: float, n_bins: int, dtype, compression, compression_opts
+) -> None:
     def bins_of(unit: int) -> np.ndarray:
         return _unit_bins(sd.train[unit], sd.start_time, bin_ms, n_bins)
 
-    if dtype is None:  # a first pass finds the largest count, keeping nothing
-        largest = max((_max_bin_count(b) for b in map(bins_of, range(sd.N))), default=0)
-        dtype = _count_dtype(largest)
     dtype = np.dtype(dtype)
     rows_per_block = max(1, min(sd.N, _RASTER_ROWS_PER_BLOCK_BYTES // (n_bins * dtype.itemsize)))
     chunk_rows = max(1, min(rows_per_block, 64, sd.N))
@@ -189,23 +241,40 @@ def _write_raster(
         shuffle=bool(compression) and dtype.itemsize > 1 and sd.N > 0,
     )
     rows_per_block = max(chunk_rows, rows_per_block // chunk_rows * chunk_rows)
+    cols = n_bins  # a row longer than a block is written in column blocks of whole chunks
+    if n_bins * dtype.itemsize > _RASTER_ROWS_PER_BLOCK_BYTES:
+        cols = max(
+            chunk_cols, _RASTER_ROWS_PER_BLOCK_BYTES // dtype.itemsize // chunk_cols * chunk_cols
+        )
     for u0 in range(0, sd.N, rows_per_block):
         u1 = min(sd.N, u0 + rows_per_block)
-        block = np.zeros((u1 - u0, n_bins), dtype=dtype)
+        if cols == n_bins:  # whole rows (the bins are dropped as soon as they are merged)
+            _write_raster_block(dset, u0, 0, [bins_of(i) for i in range(u0, u1)], n_bins, dtype)
+            continue
         bins = [bins_of(i) for i in range(u0, u1)]
-        counts = np.fromiter((b.size for b in bins), dtype=np.int64, count=u1 - u0)
-        if counts.sum():
-            keys = np.concatenate(bins)
-            del bins
-            keys += np.repeat(np.arange(u1 - u0, dtype=np.int64) * n_bins, counts)
-            starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-            block.reshape(-1)[keys[starts]] = np.diff(np.append(starts, keys.size))
-            del keys, starts
-        dset[u0:u1, :] = block
-        del block
+        for c0 in range(0, n_bins, cols):
+            c1 = min(n_bins, c0 + cols)
+            parts = [b[np.searchsorted(b, c0) : np.searchsorted(b, c1)] - c0 for b in bins]
+            _write_raster_block(dset, u0, c0, parts, c1 - c0, dtype)
+        del bins
     dset.attrs["bin_size_ms"] = bin_ms
     dset.attrs["start_time"] = sd.start_time
     dset.attrs["unit"] = "count"
+
+
+def _write_raster_block(dset, u0: int, c0: int, bins: list[np.ndarray], width: int, dtype):
+    """``dset[u0:u0+len(bins), c0:c0+width]`` = the counts of the sorted bin indices ``bins``
+    (one array per row, relative to ``c0``)."""
+    block = np.zeros((len(bins), width), dtype=dtype)
+    counts = np.fromiter((b.size for b in bins), dtype=np.int64, count=len(bins))
+    if counts.sum():
+        keys = np.concatenate(bins)
+        bins.clear()  # the caller's list too: its arrays are freed before the merge below
+        keys += np.repeat(np.arange(len(counts), dtype=np.int64) * width, counts)
+        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        block.reshape(-1)[keys[starts]] = np.diff(np.append(starts, keys.size))
+        del keys, starts
+    dset[u0 : u0 + block.shape[0], c0 : c0 + width] = block
 
 
 def export_spikedata_to_hdf5(
@@ -230,6 +299,7 @@ def export_spikedata_to_hdf5(
     raster_dtype: Any = None,
     raster_compression: str | None = "gzip",
     raster_compression_opts: Any = 4,
+    raster_max_cells: int = RASTER_MAX_CELLS,
 ) -> None:
     """Write ``sd`` (times in ms) to an HDF5 file in one of four styles.
 
@@ -244,6 +314,14 @@ def export_spikedata_to_hdf5(
     raster_dtype : count dtype; default the narrowest unsigned integer that holds the counts.
     raster_compression, raster_compression_opts : h5py filter for the raster (default gzip 4;
         ``None`` for an uncompressed raster).
+    raster_max_cells : the largest raster (units x bins) written, default 2**36 (68.7e9 cells:
+        1000 units x 19 h in 1 ms bins, ~10 min of writing at the ~125e6 cells/s measured);
+        a larger one (e.g. a recording of 1e12 ms) raises ExportError before any file is
+        created. Memory stays bounded (~32 MB blocks) whatever the size.
+
+    Times in samples must be int64 sample indices: a spike (or raw time) whose
+    ``rint(t * fs_Hz / 1000)`` falls outside ``-2**63..2**63-1`` raises ExportError naming the
+    unit, the time and fs before any file is created (numpy would silently write INT64_MIN).
 
     All arguments are checked before the file is created; the file is written to a temporary
     name and renamed into place, so an existing file is replaced only on success.
@@ -267,22 +345,36 @@ def export_spikedata_to_hdf5(
             raise ExportError(
                 f"raster_compression must be 'gzip', 'lzf' or None, got {raster_compression!r}"
             )
+        if (
+            isinstance(raster_max_cells, bool)
+            or not isinstance(raster_max_cells, int | np.integer)
+            or raster_max_cells < 1
+        ):
+            raise ExportError(
+                f"raster_max_cells must be a positive integer, got {raster_max_cells!r}"
+            )
         fs = None if fs_Hz is None else check_time_unit("ms", fs_Hz)
-    elif style == "ragged":
-        _check_name(spike_times_dataset, "spike_times_dataset")
-        _check_name(spike_times_index_dataset, "spike_times_index_dataset")
-        if spike_times_dataset == spike_times_index_dataset:
-            raise ExportError("spike_times_dataset and spike_times_index_dataset must differ")
-        fs = check_time_unit(spike_times_unit, fs_Hz, what="spike_times_unit")
-    elif style == "group":
-        _check_name(group_per_unit, "group_per_unit")
-        fs = check_time_unit(group_time_unit, fs_Hz, what="group_time_unit")
+        n_bins = _raster_shape(sd, bin_ms, int(raster_max_cells))
+        count_dtype = _raster_dtype(sd, bin_ms, n_bins, raster_dtype)
     else:
-        _check_name(idces_dataset, "idces_dataset")
-        _check_name(times_dataset, "times_dataset")
-        if idces_dataset == times_dataset:
-            raise ExportError("idces_dataset and times_dataset must differ")
-        fs = check_time_unit(times_unit, fs_Hz, what="times_unit")
+        if style == "ragged":
+            _check_name(spike_times_dataset, "spike_times_dataset")
+            _check_name(spike_times_index_dataset, "spike_times_index_dataset")
+            if spike_times_dataset == spike_times_index_dataset:
+                raise ExportError("spike_times_dataset and spike_times_index_dataset must differ")
+            unit_key, unit = "spike_times_unit", spike_times_unit
+        elif style == "group":
+            _check_name(group_per_unit, "group_per_unit")
+            unit_key, unit = "group_time_unit", group_time_unit
+        else:
+            _check_name(idces_dataset, "idces_dataset")
+            _check_name(times_dataset, "times_dataset")
+            if idces_dataset == times_dataset:
+                raise ExportError("idces_dataset and times_dataset must differ")
+            unit_key, unit = "times_unit", times_unit
+        fs = check_time_unit(unit, fs_Hz, what=unit_key)
+        if unit == "samples":
+            check_samples_fit(sd.train, fs, what=unit_key)
     write_raw = raw_dataset is not None
     if write_raw:
         _check_name(raw_dataset, "raw_dataset")
@@ -296,6 +388,8 @@ def export_spikedata_to_hdf5(
                 stacklevel=2,
             )
             write_raw = False
+        elif raw_time_dataset is not None and raw_time_unit == "samples":
+            check_times_fit(sd.raw_time, raw_fs, what="raw_time_unit", where="raw_time")
     elif raw_time_dataset is not None:
         raise ExportError("raw_time_dataset needs raw_dataset as well")
 
@@ -332,7 +426,8 @@ def export_spikedata_to_hdf5(
                 sd,
                 raster_dataset,
                 bin_ms,
-                raster_dtype,
+                n_bins,
+                count_dtype,
                 raster_compression,
                 raster_compression_opts,
             )
@@ -356,25 +451,39 @@ def export_spikedata_to_hdf5(
 # --------------------------------------------------------------------------- loading
 
 
-def _resolve_unit(dset, given: str | None, default: str, fs_Hz, path, name) -> tuple[str, Any]:
-    stored = dset.attrs.get("unit")
-    if isinstance(stored, bytes):
-        stored = stored.decode()
+def _resolve_unit(h5, dset, given: str | None, default: str, fs_Hz, name) -> tuple[str, Any]:
+    path = h5.source
+    stored = h5.text_attr(dset, "unit")
     if given is not None and stored is not None and given != stored:
         raise LoadError(
             f"{path}: dataset {name!r} stores times in {stored!r} but {given!r} was asked for"
         )
     unit = given or stored or default
-    fs = fs_Hz if fs_Hz is not None else dset.attrs.get("fs_Hz")
+    if unit not in TIME_UNITS:
+        raise LoadError(
+            f"{path}: dataset {name!r}: unknown time unit {unit!r}; expected one of "
+            f"{', '.join(TIME_UNITS)}"
+        )
+    fs = fs_Hz if fs_Hz is not None else h5.number_attr(dset, "fs_Hz", unit="Hz", positive=True)
     if unit == "samples" and fs is None:
         raise LoadError(f"{path}: dataset {name!r} holds samples; pass fs_Hz (Hz)")
     return unit, fs
 
 
-def _get(f, name, path, what):
-    if name not in f:
-        raise LoadError(f"{path}: no {what} {name!r} in the file")
-    return f[name]
+def _read_times(h5, name, given, default, fs_Hz) -> np.ndarray:
+    """The times of dataset ``name`` in ms (its unit from ``given``, its attribute or
+    ``default``)."""
+    dset = h5.dataset(name)
+    unit, fs = _resolve_unit(h5, dset, given, default, fs_Hz, name)
+    return unit_to_ms(h5.read(dset, name), unit, fs).reshape(-1)
+
+
+def _read_index(h5, name) -> np.ndarray:
+    """Dataset ``name`` (unit indices or cumulative ends) as int64."""
+    values = np.asarray(h5.read(h5.dataset(name), name)).reshape(-1)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise LoadError(f"{h5.source}: {name!r} holds non-finite values where integers belong")
+    return values.astype(np.int64)
 
 
 def load_spikedata_from_hdf5(
@@ -407,9 +516,14 @@ def load_spikedata_from_hdf5(
     that contradicts the file's attribute is an error. ``fs_Hz`` (Hz) is needed for samples
     unless the file records it. ``length_ms``/``start_time_ms`` override the file's values.
     Raster files give each spike the left edge of its bin.
-    """
-    import h5py
 
+    The file is untrusted (see :mod:`~spikelab.formats.strict_hdf5`): only a regular file is
+    opened; external links, external raw storage and virtual datasets are refused before any
+    data is read; no dataset is read whose declared size the file cannot hold (1032:1 for
+    compressed data); at most 2**20 units, and a raster decodes to at most 129 spikes per byte
+    of file plus 2**27 spikes. A missing file raises FileNotFoundError; any other fault of the
+    file, a LoadError naming the file (and the dataset or attribute).
+    """
     path = os.fspath(filepath)
     asked = {
         "raster": raster_dataset is not None,
@@ -420,32 +534,28 @@ def load_spikedata_from_hdf5(
     chosen = [s for s, a in asked.items() if a]
     if len(chosen) > 1:
         raise LoadError(f"{path}: arguments for several styles given ({', '.join(chosen)})")
-    try:
-        f = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise LoadError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with f:
-        attr = f.attrs
-        style = chosen[0] if chosen else _text(attr.get("spikelab_style"))
+    with loader_boundary(path, passthrough=(FileNotFoundError,)), open_hdf5(path, path) as h5:
+        f = h5.f
+        style = chosen[0] if chosen else h5.text_attr(f, "spikelab_style")
         if style not in HDF5_STYLES:
             raise LoadError(
                 f"{path}: cannot tell the layout; pass the dataset names of one style "
                 "(raster_dataset, spike_times_dataset, group_per_unit or idces_dataset)"
             )
-        start = float(attr.get("start_time", 0.0)) if start_time_ms is None else start_time_ms
+        if start_time_ms is None:
+            start = h5.number_attr(f, "start_time", 0.0, unit="ms")
+        else:
+            start = start_time_ms
         if style == "ragged":
-            st_name = spike_times_dataset or _text(attr.get("spike_times_dataset")) or "spike_times"
+            st_name = spike_times_dataset or h5.text_attr(f, "spike_times_dataset") or "spike_times"
             ix_name = (
                 spike_times_index_dataset
-                or _text(attr.get("spike_times_index_dataset"))
+                or h5.text_attr(f, "spike_times_index_dataset")
                 or "spike_times_index"
             )
-            dset = _get(f, st_name, path, "dataset")
-            unit, fs = _resolve_unit(dset, spike_times_unit, "s", fs_Hz, path, st_name)
-            flat = unit_to_ms(dset[()], unit, fs)
-            ends = _get(f, ix_name, path, "dataset")[()].astype(np.int64)
+            flat = _read_times(h5, st_name, spike_times_unit, "s", fs_Hz)
+            ends = _read_index(h5, ix_name)
+            check_unit_count(ends.size, path, f"{ix_name!r}")
             if ends.size and (np.any(np.diff(ends) < 0) or ends[-1] != flat.size or ends[0] < 0):
                 raise LoadError(
                     f"{path}: {ix_name!r} is not a cumulative index into {st_name!r} "
@@ -453,17 +563,24 @@ def load_spikedata_from_hdf5(
                 )
             train = np.split(flat, ends[:-1]) if ends.size else []
         elif style == "paired":
-            t_name = times_dataset or _text(attr.get("times_dataset")) or "times"
-            i_name = idces_dataset or _text(attr.get("idces_dataset")) or "idces"
-            dset = _get(f, t_name, path, "dataset")
-            unit, fs = _resolve_unit(dset, times_unit, "ms", fs_Hz, path, t_name)
-            times = unit_to_ms(dset[()], unit, fs)
-            idces = _get(f, i_name, path, "dataset")[()].astype(np.int64)
+            t_name = times_dataset or h5.text_attr(f, "times_dataset") or "times"
+            i_name = idces_dataset or h5.text_attr(f, "idces_dataset") or "idces"
+            times = _read_times(h5, t_name, times_unit, "ms", fs_Hz)
+            idces = _read_index(h5, i_name)
             if idces.shape != times.shape:
                 raise LoadError(f"{path}: {i_name!r} and {t_name!r} differ in length")
             if idces.size and idces.min() < 0:
                 raise LoadError(f"{path}: {i_name!r} holds negative unit indices")
-            n = int(attr.get("N", idces.max() + 1 if idces.size else 0))
+            if idces.size and idces.max() >= MAX_UNITS:
+                check_unit_count(int(idces.max()) + 1, path, f"unit index {int(idces.max())}")
+            n = h5.number_attr(
+                f,
+                "N",
+                int(idces.max()) + 1 if idces.size else 0,
+                integer=True,
+                minimum=0,
+                maximum=MAX_UNITS,
+            )
             if idces.size and idces.max() >= n:
                 n = int(idces.max()) + 1
             if idces.size > 1 and np.any(np.diff(idces) < 0):
@@ -472,82 +589,134 @@ def load_spikedata_from_hdf5(
             ends = np.searchsorted(idces, np.arange(n), side="right")
             train = [np.sort(t) for t in np.split(times, ends[:-1])] if n else []
         elif style == "group":
-            g_name = group_per_unit or _text(attr.get("group_per_unit")) or "units"
-            grp = _get(f, g_name, path, "group")
-            try:
-                names = sorted(grp.keys(), key=int)
-            except ValueError:
-                raise LoadError(
-                    f"{path}: group {g_name!r} holds datasets not named by unit index"
-                ) from None
-            train = []
-            for name in names:
-                unit, fs = _resolve_unit(grp[name], group_time_unit, "s", fs_Hz, path, name)
-                train.append(unit_to_ms(grp[name][()], unit, fs))
+            g_name = group_per_unit or h5.text_attr(f, "group_per_unit") or "units"
+            train = _read_group(h5, g_name, group_time_unit, fs_Hz)
         else:
-            r_name = raster_dataset or _text(attr.get("raster_dataset")) or "raster"
-            train = _read_raster(_get(f, r_name, path, "dataset"), raster_bin_size_ms, start, path)
+            r_name = raster_dataset or h5.text_attr(f, "raster_dataset") or "raster"
+            train = _read_raster(h5, h5.dataset(r_name), r_name, raster_bin_size_ms, start)
         raw_data = raw_time = None
-        r_name = raw_dataset or _text(attr.get("raw_dataset"))
+        r_name = raw_dataset or h5.text_attr(f, "raw_dataset")
         if r_name:
-            raw_data = _get(f, r_name, path, "dataset")[()]
-            rt_name = raw_time_dataset or _text(attr.get("raw_time_dataset"))
+            raw_data = h5.read(h5.dataset(r_name), r_name)
+            rt_name = raw_time_dataset or h5.text_attr(f, "raw_time_dataset")
             if rt_name:
-                dset = _get(f, rt_name, path, "dataset")
-                unit, fs = _resolve_unit(dset, raw_time_unit, "ms", fs_Hz, path, rt_name)
-                raw_time = unit_to_ms(dset[()], unit, fs)
+                raw_time = _read_times(h5, rt_name, raw_time_unit, "ms", fs_Hz)
             else:
-                raw_time = np.arange(raw_data.shape[-1], dtype=float)
-        length = (
-            float(attr["length_ms"]) if length_ms is None and "length_ms" in attr else length_ms
+                raw_time = np.arange(
+                    np.shape(raw_data)[-1] if np.ndim(raw_data) else 0, dtype=float
+                )
+        length = length_ms
+        if length is None:
+            length = h5.number_attr(f, "length_ms", unit="ms")
+        if length is not None and not math.isfinite(float(start) + float(length)):
+            raise LoadError(
+                f"{path}: start_time {start!r} ms + length_ms {length!r} ms overflows; refused"
+            )
+        metadata = parse_json(h5.text_attr(f, "metadata_json") or "{}", path, "metadata_json")
+        if not isinstance(metadata, dict):
+            raise LoadError(
+                f"{path}: metadata_json must be a JSON object, got {type(metadata).__name__}"
+            )
+        neuron_attributes = h5.text_attr(f, "neuron_attributes_json")
+        if neuron_attributes is not None:
+            neuron_attributes = parse_json(neuron_attributes, path, "neuron_attributes_json")
+            if not isinstance(neuron_attributes, list) or not all(
+                isinstance(a, dict) for a in neuron_attributes
+            ):
+                raise LoadError(f"{path}: neuron_attributes_json must be a JSON list of objects")
+        if neuron_attributes is not None and len(neuron_attributes) != len(train):
+            neuron_attributes = None
+        clip_to_recording(train, start, length)
+        return spikedata_or_load_error(
+            path,
+            train,
+            length=length,
+            start_time=start,
+            neuron_attributes=neuron_attributes,
+            metadata=metadata,
+            raw_data=raw_data,
+            raw_time=raw_time,
         )
-        metadata = json.loads(_text(attr.get("metadata_json")) or "{}")
-        neuron_attributes = attr.get("neuron_attributes_json")
-        neuron_attributes = (
-            None if neuron_attributes is None else json.loads(_text(neuron_attributes))
-        )
-    if neuron_attributes is not None and len(neuron_attributes) != len(train):
-        neuron_attributes = None
-    clip_to_recording(train, start, length)
-    return spikedata_or_load_error(
-        path,
-        train,
-        length=length,
-        start_time=start,
-        neuron_attributes=neuron_attributes,
-        metadata=metadata,
-        raw_data=raw_data,
-        raw_time=raw_time,
-    )
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode()
-    return str(value)
+def _read_group(h5, g_name: str, group_time_unit, fs_Hz) -> list[np.ndarray]:
+    """One unit per dataset of group ``g_name``, in the numeric order of their names."""
+    import h5py
+
+    grp = h5.group(g_name)
+    keys = list(grp.keys())
+    check_unit_count(len(keys), h5.source, f"group {g_name!r}")
+    try:
+        names = sorted(keys, key=int)
+    except ValueError:
+        raise LoadError(
+            f"{h5.source}: group {g_name!r} holds datasets not named by unit index"
+        ) from None
+    train = []
+    for name in names:
+        dset = h5.node(name, grp)
+        if not isinstance(dset, h5py.Dataset):
+            raise LoadError(f"{h5.source}: {g_name}/{name} is not a dataset of spike times")
+        label = f"{g_name}/{name}"
+        unit, fs = _resolve_unit(h5, dset, group_time_unit, "s", fs_Hz, name)
+        train.append(unit_to_ms(h5.read(dset, label), unit, fs).reshape(-1))
+    return train
 
 
-def _read_raster(dset, bin_size_ms, start, path) -> list[np.ndarray]:
-    bin_ms = bin_size_ms if bin_size_ms is not None else dset.attrs.get("bin_size_ms")
-    if bin_ms is None:
-        raise LoadError(f"{path}: raster has no bin_size_ms attribute; pass raster_bin_size_ms")
-    bin_ms = float(bin_ms)
+#: Spikes a raster may decode to beyond 129 per byte of file (1032 bytes of float64 per byte:
+#: deflate's largest ratio): 2**27 spikes, 1 GiB.
+RASTER_DECODE_SPIKES = 1 << 27
+_RASTER_READ_MAX_BYTES = 256 * 1024 * 1024  # dense bytes read at once before columns are split
+
+
+def _read_raster(h5, dset, name, bin_size_ms, start) -> list[np.ndarray]:
+    path = h5.source
+    if bin_size_ms is not None:
+        bin_ms = float(bin_size_ms)
+    else:
+        bin_ms = h5.number_attr(dset, "bin_size_ms", unit="ms", positive=True)
+        if bin_ms is None:
+            raise LoadError(f"{path}: raster has no bin_size_ms attribute; pass raster_bin_size_ms")
     if dset.ndim != 2:
         raise LoadError(f"{path}: raster must be 2-D (units x bins), got shape {dset.shape}")
+    h5.check_dataset(dset, name)
+    if dset.dtype.kind not in "biuf":
+        raise LoadError(f"{path}: raster {name!r} must hold counts, got dtype {dset.dtype}")
     n, n_bins = dset.shape
+    check_unit_count(n, path, f"raster {name!r}")
+    itemsize = dset.dtype.itemsize
     rows = dset.chunks[0] if dset.chunks else 64
-    rows = max(
-        rows, (_RASTER_ROWS_PER_BLOCK_BYTES // max(1, n_bins * dset.dtype.itemsize)) // rows * rows
-    )
-    edges = start + np.arange(n_bins, dtype=np.float64) * bin_ms
+    rows = max(rows, (_RASTER_ROWS_PER_BLOCK_BYTES // max(1, n_bins * itemsize)) // rows * rows)
+    cols = n_bins
+    if rows * n_bins * itemsize > _RASTER_READ_MAX_BYTES:  # rows too long to read whole
+        step = dset.chunks[1] if dset.chunks else 1
+        cols = max(step, _RASTER_ROWS_PER_BLOCK_BYTES // (rows * itemsize) // step * step)
+    limit = MAX_EXPANSION * h5.size // 8 + RASTER_DECODE_SPIKES
+    decoded = 0.0
     train = []
     for u0 in range(0, n, rows):
-        block = dset[u0 : min(n, u0 + rows), :]
-        for row in block:
-            nz = np.flatnonzero(row)
-            train.append(np.repeat(edges[nz], row[nz].astype(np.int64)))
+        u1 = min(n, u0 + rows)
+        pieces: list[list[np.ndarray]] = [[] for _ in range(u1 - u0)]
+        for c0 in range(0, n_bins, cols) if n_bins else ():
+            block = dset[u0:u1, c0 : min(n_bins, c0 + cols)]
+            for r, row in enumerate(block):
+                nz = np.flatnonzero(row)
+                counts = row[nz]
+                if counts.dtype.kind in "if" and counts.size:
+                    if counts.dtype.kind == "f" and not np.isfinite(counts).all():
+                        raise LoadError(f"{path}: raster {name!r} holds non-finite counts")
+                    if counts.min() < 0:
+                        raise LoadError(f"{path}: raster {name!r} holds negative counts")
+                decoded += float(counts.sum(dtype=np.float64))
+                if decoded > limit:
+                    raise LoadError(
+                        f"{path}: raster {name!r} decodes to more than {limit} spikes (129 per "
+                        f"byte of this {h5.size}-byte file + {RASTER_DECODE_SPIKES}); refused"
+                    )
+                edges = start + (nz + c0).astype(np.float64) * bin_ms
+                pieces[r].append(np.repeat(edges, counts.astype(np.int64)))
+        for p in pieces:
+            train.append(p[0] if len(p) == 1 else np.concatenate(p) if p else np.zeros(0))
     return train
 
 

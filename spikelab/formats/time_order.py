@@ -17,13 +17,18 @@ import numpy as np
 from spikelab.formats.streaming import convert_pieces
 from spikelab.formats.time_units import ms_to_unit
 
-__all__ = ["WINDOW_SPIKES", "time_ordered"]
+__all__ = ["WINDOW_SPIKES", "ascending_trains", "time_ordered"]
 
 WINDOW_SPIKES = 1 << 17  # spikes per time window of the global sort (sorted in cache)
 
 
+def ascending_trains(trains: list[np.ndarray]) -> list[np.ndarray]:
+    """``trains`` with each unit in ascending order (a sorted copy of a unit that is not)."""
+    return [t if _ascending(t) else np.sort(t) for t in trains]
+
+
 def time_ordered(
-    trains: list[np.ndarray], n: int, unit: str, fs: float, offset: int
+    trains: list[np.ndarray], n: int, unit: str, fs: float, offset: int, *, ascending=False
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """All ``n`` spikes as (times in ``unit``, + ``offset`` for samples; int32 unit index), in
     the order of a stable sort of the unit-major spikes by time (ties in unit order).
@@ -32,7 +37,8 @@ def time_ordered(
     from every unit (unit-major) and is sorted alone. The spikes at a window's last time wait
     for the next window, which may hold more spikes at that time from lower units.
     """
-    trains = [t if _ascending(t) else np.sort(t) for t in trains]
+    if not ascending:  # True: the caller passed :func:`ascending_trains`
+        trains = ascending_trains(trains)
     bits = max(len(trains) - 1, 0).bit_length()
     packed = unit == "samples" and _packable(trains, fs, offset, bits)
     bounds = _window_bounds(trains, n)

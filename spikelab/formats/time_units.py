@@ -16,6 +16,8 @@ __all__ = [
     "ms_to_unit",
     "unit_to_ms",
     "clip_to_recording",
+    "check_samples_fit",
+    "check_times_fit",
 ]
 
 TIME_UNITS = ("ms", "s", "samples")
@@ -53,6 +55,56 @@ def ms_to_unit(times_ms: np.ndarray, unit: str, fs_Hz: float | None = None) -> n
     if unit == "samples":
         return np.rint(times_ms * (fs_Hz / 1000.0)).astype(np.int64)
     raise ExportError(f"unknown time unit {unit!r}")
+
+
+_INT64_SPAN = 2.0**63  # sample indices are int64: -2**63 <= s < 2**63
+
+
+def _check_sample(t_ms: float, fs_Hz: float, offset: int, what: str, where: str) -> None:
+    """ExportError unless ``rint(t_ms * fs_Hz / 1000) + offset`` (as ms_to_unit rounds) is an
+    int64."""
+    t_ms = float(t_ms)
+    s = float(np.rint(np.float64(t_ms) * (fs_Hz / 1000.0)))
+    if math.isfinite(s) and -_INT64_SPAN <= s < _INT64_SPAN:
+        if -(2**63) <= int(s) + offset < 2**63:
+            return
+    shift = f" + sample_offset {offset}" if offset else ""
+    raise ExportError(
+        f"{where}: time {t_ms!r} ms is {s:.6g} samples{shift} at fs_Hz={fs_Hz:g} Hz, outside "
+        f"the int64 sample indices a file holds (|samples| < 2**63 = 9.22e18); it cannot be "
+        f"written with {what}='samples': fix the time or the recording, or write times in "
+        "'ms' or 's'"
+    )
+
+
+def check_samples_fit(
+    trains, fs_Hz: float, *, what: str, offset: int = 0, ascending: bool = False
+) -> None:
+    """Raise ExportError (naming the unit, the time and fs) unless every time (ms) of
+    ``trains``, rounded to a sample at ``fs_Hz`` (Hz) plus ``offset`` (samples), is an int64
+    sample index; ``what`` names the keyword that asked for samples. Rounding is monotonic, so
+    the extremes of each train decide; ``ascending``: the trains are sorted (their ends are
+    their extremes; a NaN sorts last and is caught too), else each is scanned once."""
+    full = [u for u, t in enumerate(trains) if len(t)]
+    if not full:
+        return
+    if ascending:
+        lows = np.array([trains[u][0] for u in full], dtype=np.float64)
+        highs = np.array([trains[u][-1] for u in full], dtype=np.float64)
+    else:
+        lows = np.array([np.min(trains[u]) for u in full], dtype=np.float64)
+        highs = np.array([np.max(trains[u]) for u in full], dtype=np.float64)
+    for values, pick in ((lows, np.argmin), (highs, np.argmax)):
+        i = int(pick(values))  # the first NaN, if any
+        _check_sample(values[i], fs_Hz, offset, what, f"unit {full[i]}")
+
+
+def check_times_fit(times, fs_Hz: float, *, what: str, where: str) -> None:
+    """:func:`check_samples_fit` for one array of times (ms), e.g. ``raw_time``."""
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    if times.size:
+        for pick in (np.argmin, np.argmax):
+            _check_sample(times[int(pick(times))], fs_Hz, 0, what, where)
 
 
 def unit_to_ms(values: np.ndarray, unit: str, fs_Hz: float | None = None) -> np.ndarray:

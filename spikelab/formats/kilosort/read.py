@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ast
 import csv
-import json
+import io
 import math
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,20 @@ from typing import Any
 import numpy as np
 
 from spikelab.formats.errors import ExportError, LoadError, spikedata_or_load_error
+from spikelab.formats.files import (
+    MAX_UNITS,
+    PARAMS_MAX_BYTES,
+    SIDE_FILE_MAX_BYTES,
+    TABLE_MAX_BYTES,
+    TABLE_MAX_CELLS,
+    check_unit_count,
+    describe_mode,
+    loader_boundary,
+    parse_json,
+    read_npy_vector,
+    read_text,
+    regular_or_absent,
+)
 from spikelab.formats.kilosort.layout import SIDE_FILE, label
 from spikelab.formats.time_units import TIME_UNITS, check_fs, unit_to_ms
 
@@ -55,20 +70,57 @@ def load_spikedata_from_kilosort(
     Units follow cluster_info.tsv (else cluster_group.tsv, else sorted cluster ids); clusters
     with spikes but no row are appended. Each unit's ``neuron_attributes`` hold its
     ``cluster_id``; the rest come from ``spikelab.json`` or, without it, the TSV columns.
+
+    The folder is untrusted: only regular files are read (a FIFO, device or directory in the
+    place of one is refused); ``.npy`` headers are checked (numbers only, never objects; a
+    vector; a declared size the file holds) before anything is allocated; params.py (1 MiB),
+    the cluster table (32 MiB) and ``spikelab.json`` (64 MiB) are refused beyond those sizes;
+    at most 2**20 units. Any fault is a LoadError naming the file (and the field).
     """
 
     folder = Path(folder)
-    if not folder.is_dir():
-        raise LoadError(f"{folder}: no such KiloSort/Phy folder")
+    try:
+        mode = os.stat(folder).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise LoadError(f"{folder}: no such KiloSort/Phy folder") from None
+    except OSError as exc:
+        raise LoadError(f"{folder}: cannot be read ({exc.strerror})") from None
+    if not stat.S_ISDIR(mode):
+        raise LoadError(f"{folder}: is {describe_mode(mode)}, not a KiloSort/Phy folder")
     if time_unit not in TIME_UNITS:
-        raise LoadError(f"time_unit must be one of {', '.join(TIME_UNITS)}; got {time_unit!r}")
+        raise LoadError(
+            f"{folder}: time_unit must be one of {', '.join(TIME_UNITS)}; got {time_unit!r}"
+        )
+    with loader_boundary(str(folder)):
+        return _load(
+            folder,
+            fs_Hz,
+            spike_times_file,
+            spike_clusters_file,
+            time_unit,
+            length_ms,
+            start_time_ms,
+        )
+
+
+def _load(
+    folder: Path,
+    fs_Hz: float | None,
+    spike_times_file: str,
+    spike_clusters_file: str,
+    time_unit: str,
+    length_ms: float | None,
+    start_time_ms: float | None,
+):
+    """The body of :func:`load_spikedata_from_kilosort`, inside its loader boundary."""
     params_path = folder / "params.py"
-    params = _read_params(params_path) if params_path.is_file() else {}
+    has_params = regular_or_absent(params_path)
+    params = _read_params(params_path) if has_params else {}
     side = _read_side_file(folder)
     if fs_Hz is None:
         fs_Hz = params.get("sample_rate")
         if fs_Hz is None and time_unit == "samples":
-            missing = "has no params.py" if not params_path.is_file() else "params.py lacks"
+            missing = "has no params.py" if not has_params else "params.py lacks"
             raise LoadError(
                 f"{folder}: {missing} sample_rate; pass fs_Hz (Hz) to read times in samples"
             )
@@ -94,8 +146,8 @@ def load_spikedata_from_kilosort(
         )
     times = _load_vector(folder, spike_times_file, "spike times")
     clusters_path = folder / spike_clusters_file
-    if not clusters_path.is_file() and spike_clusters_file == "spike_clusters.npy":
-        if (folder / "spike_templates.npy").is_file():
+    if spike_clusters_file == "spike_clusters.npy" and not regular_or_absent(clusters_path):
+        if regular_or_absent(folder / "spike_templates.npy"):
             spike_clusters_file = "spike_templates.npy"
     clusters = _load_vector(folder, spike_clusters_file, "spike clusters")
     if times.size != clusters.size:
@@ -107,9 +159,11 @@ def load_spikedata_from_kilosort(
         raise LoadError(f"{folder}: {spike_times_file} must hold finite numbers")
     clusters = _as_ids(clusters, folder / spike_clusters_file)
 
-    offset = int(side.get("sample_offset", 0)) if same_file and time_unit == "samples" else 0
+    offset = 0
+    if same_file and time_unit == "samples":
+        offset = _sample_offset(side.get("sample_offset", 0), folder / SIDE_FILE)
     if time_unit == "samples" and times.dtype.kind in "iu":
-        times = times.astype(np.int64, copy=False)
+        times = _as_samples(times, offset, folder / spike_times_file)
     times_ms = unit_to_ms(times - offset if offset else times, time_unit, fs)
     del times
 
@@ -117,8 +171,10 @@ def load_spikedata_from_kilosort(
     ids = [int(r["cluster_id"]) for r in table]
     if len(set(ids)) != len(ids):
         raise LoadError(f"{folder}: the cluster table lists a cluster_id more than once")
+    check_unit_count(len(ids), str(folder), "the cluster table")
     unit_of_spike, extra = _unit_of_spike(clusters, ids)
     del clusters
+    check_unit_count(len(ids) + len(extra), str(folder), f"{spike_clusters_file}")
     ids += extra
     table += [{"cluster_id": c} for c in extra]
     n_units = len(ids)
@@ -161,6 +217,10 @@ def load_spikedata_from_kilosort(
         length_ms = saved.get("length_ms", max(hi - start, 0.0))
     length = _finite(length_ms, "length_ms", folder)
     end = start + length
+    if not math.isfinite(end):
+        raise LoadError(
+            f"{folder}: start_time_ms {start!r} + length_ms {length!r} overflows; refused"
+        )
     # Rounding to samples may carry a spike up to half a sample past either end: clip it back.
     tol = 0.5 * 1000.0 / fs if time_unit == "samples" else 0.0
     if time_unit == "s":
@@ -210,6 +270,31 @@ def _unit_of_spike(clusters: np.ndarray, ids: list[int]) -> tuple[np.ndarray, li
     return order[where].astype(dtype), extra
 
 
+def _sample_offset(value: Any, path: Path) -> int:
+    """``sample_offset`` of the side file: an integer number of samples within int64."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) < value < 2**63:
+        raise LoadError(
+            f"{path}: sample_offset must be an integer number of samples within int64, "
+            f"got {value!r:.80}"
+        )
+    return value
+
+
+def _as_samples(times: np.ndarray, offset: int, path: Path) -> np.ndarray:
+    """Integer sample indices as int64, refused when they (less ``offset``) leave int64."""
+    if not times.size:
+        return times.astype(np.int64)
+    lo, hi = int(times.min()), int(times.max())
+    if hi >= 2**63 or not (-(2**63) <= lo - offset and hi - offset < 2**63):
+        raise LoadError(
+            f"{path}: spike times {lo}..{hi} samples (less sample_offset {offset}) leave the "
+            "int64 range; refused"
+        )
+    return times.astype(np.int64, copy=False)
+
+
 def _finite(value: Any, what: str, folder: Path) -> float:
     try:
         out = float(value)
@@ -221,11 +306,13 @@ def _finite(value: Any, what: str, folder: Path) -> float:
 
 
 def _read_params(path: Path) -> dict[str, Any]:
-    """Literal assignments of a params.py (names lower-cased), parsed without executing it."""
+    """Literal assignments of a params.py (names lower-cased), parsed without executing it;
+    at most :data:`~spikelab.formats.files.PARAMS_MAX_BYTES` are read."""
+    text = read_text(path, PARAMS_MAX_BYTES, "params.py")
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (SyntaxError, ValueError, UnicodeDecodeError) as exc:
-        raise LoadError(f"{path}: not a readable params.py ({exc})") from None
+        tree = ast.parse(text, filename=str(path))
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+        raise LoadError(f"{path}: not a readable params.py ({type(exc).__name__}: {exc})") from None
     params: dict[str, Any] = {}
     bad: list[str] = []
     for node in tree.body:
@@ -253,13 +340,10 @@ def _read_params(path: Path) -> dict[str, Any]:
 
 def _read_side_file(folder: Path) -> dict | None:
     path = folder / SIDE_FILE
-    if not path.is_file():
+    if not regular_or_absent(path):
         return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            side = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise LoadError(f"{path}: not readable JSON ({exc})") from None
+    text = read_text(path, SIDE_FILE_MAX_BYTES, f"{SIDE_FILE} side file")
+    side = parse_json(text, str(path), "the side file")
     if not isinstance(side, dict):
         raise LoadError(f"{path}: expected a JSON object, got {type(side).__name__}")
     attrs = side.get("neuron_attributes")
@@ -280,28 +364,28 @@ def _read_side_file(folder: Path) -> dict | None:
 
 
 def _load_vector(folder: Path, name: str, what: str) -> np.ndarray:
+    """The ``.npy`` file ``name`` as a vector (KiloSort writes (n, 1) columns), its header
+    checked before anything is allocated (see :func:`~spikelab.formats.files.read_npy_vector`)."""
     path = folder / name
-    if not path.is_file():
+    if not regular_or_absent(path):
         raise LoadError(f"{folder}: {what} file {name} is missing")
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise LoadError(f"{path}: not a readable .npy file ({exc})") from None
-    if arr.ndim == 2 and 1 in arr.shape:  # KiloSort writes (n, 1) columns
-        arr = arr.reshape(-1)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise LoadError(f"{path}: expected one value per spike, got shape {arr.shape}")
-    return arr
+        return read_npy_vector(path, what)
+    except FileNotFoundError:  # removed meanwhile
+        raise LoadError(f"{folder}: {what} file {name} is missing") from None
 
 
 def _as_ids(values: np.ndarray, path: Path) -> np.ndarray:
+    """Cluster ids as int64; ids that are not integers, or not int64s, are a LoadError."""
     if values.dtype.kind == "f":
         if not np.all(np.isfinite(values) & (values == np.round(values))):
             raise LoadError(f"{path}: cluster ids must be integers")
+        if values.size and (values.min() < -(2.0**63) or values.max() >= 2.0**63):
+            raise LoadError(f"{path}: cluster ids must be int64 integers")
     elif values.dtype.kind not in "iu":
         raise LoadError(f"{path}: cluster ids must be integers, got dtype {values.dtype}")
+    elif values.dtype == np.uint64 and values.size and values.max() >= 2**63:
+        raise LoadError(f"{path}: cluster ids must be int64 integers, got {int(values.max())}")
     return values.astype(np.int64, copy=False)
 
 
@@ -309,16 +393,23 @@ def _read_cluster_table(folder: Path) -> list[dict[str, Any]]:
     """Rows of cluster_info.tsv (else cluster_group.tsv) with numbers converted, in file order."""
     for name in ("cluster_info.tsv", "cluster_group.tsv"):
         path = folder / name
-        if path.is_file():
+        if regular_or_absent(path):
             break
     else:
         return []
+    text = read_text(path, TABLE_MAX_BYTES, "cluster table")
+    first = text.split("\n", 1)[0]
+    rows, cells = [], 0
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            first = fh.readline()
-            fh.seek(0)
-            rows = list(csv.DictReader(fh, delimiter="\t" if "\t" in first else ","))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        with io.StringIO(text, newline="") as fh:
+            for row in csv.DictReader(fh, delimiter="\t" if "\t" in first else ","):
+                cells += len(row) + len(row.get(None) or ())
+                if len(rows) >= MAX_UNITS or cells > TABLE_MAX_CELLS:
+                    raise LoadError(
+                        f"{path}: more than {MAX_UNITS} rows or {TABLE_MAX_CELLS} cells; refused"
+                    )
+                rows.append(row)
+    except csv.Error as exc:
         raise LoadError(f"{path}: not a readable table ({exc})") from None
     out = []
     for line, row in enumerate(rows, start=2):
@@ -328,8 +419,10 @@ def _read_cluster_table(folder: Path) -> list[dict[str, Any]]:
         cid = row.get("cluster_id")
         if isinstance(cid, float) and cid.is_integer():
             cid = row["cluster_id"] = int(cid)
-        if not isinstance(cid, int):
-            raise LoadError(f"{path}: line {line} has no integer cluster_id ({cid!r})")
+        if not isinstance(cid, int) or isinstance(cid, bool):
+            raise LoadError(f"{path}: line {line} has no integer cluster_id ({cid!r:.80})")
+        if not -(2**63) <= cid < 2**63:
+            raise LoadError(f"{path}: line {line}: cluster_id {cid} is outside int64")
         out.append(row)
     return out
 

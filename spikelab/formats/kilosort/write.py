@@ -30,8 +30,13 @@ from spikelab.formats.atomic import atomic_directory
 from spikelab.formats.errors import ExportError, OutputInTheWayError
 from spikelab.formats.kilosort.layout import FIXED_FILES, RESERVED_COLUMNS, SIDE_FILE, label
 from spikelab.formats.metadata import json_safe
-from spikelab.formats.time_order import time_ordered
-from spikelab.formats.time_units import check_fs, check_time_unit
+from spikelab.formats.time_order import ascending_trains, time_ordered
+from spikelab.formats.time_units import (
+    check_fs,
+    check_samples_fit,
+    check_time_unit,
+    check_times_fit,
+)
 
 __all__ = ["export_spikedata_to_kilosort"]
 
@@ -68,7 +73,10 @@ def export_spikedata_to_kilosort(
         Unit of ``spike_times_file``: int64 samples at ``fs_Hz`` (what Phy and SpikeInterface
         expect), or float64 ms or s. For samples with a negative ``start_time`` every sample
         is shifted by ``round(-start_time * fs_Hz / 1000)`` so none is negative; the shift is
-        recorded in ``spikelab.json`` as ``sample_offset``.
+        recorded in ``spikelab.json`` as ``sample_offset``. Every shifted sample index must
+        be an int64 (a spike at 1e18 ms at 20 kHz is not): otherwise ExportError naming the
+        unit, the time and fs, before the folder is created. The length of the recording is
+        kept in ms (``spikelab.json``) and is not limited.
     cluster_ids : sequence of int, optional
         One unique id (0 <= id < 2**31) per unit. Default: ``neuron_attributes[i]
         ["cluster_id"]`` when every unit has one, else ``0..N-1``.
@@ -120,8 +128,17 @@ def export_spikedata_to_kilosort(
 
     start_ms, length_ms = float(sd.start_time), float(sd.length)
     offset = 0
-    if time_unit == "samples" and start_ms < 0:
-        offset = -int(np.rint(start_ms * (fs / 1000.0)))
+    trains = ascending_trains(trains)
+    if time_unit == "samples":  # every sample index, shifted, must be an int64
+        if start_ms < 0:
+            check_times_fit([start_ms], fs, what="time_unit", where="start_time")
+            offset = -int(np.rint(start_ms * (fs / 1000.0)))
+            if offset >= 2**63:  # start_time is sample -2**63 exactly
+                raise ExportError(
+                    f"start_time {start_ms!r} ms is sample -2**63 at fs_Hz={fs:g} Hz: the shift "
+                    "to sample 0 leaves int64; write time_unit 'ms' or 's'"
+                )
+        check_samples_fit(trains, fs, what="time_unit", offset=offset, ascending=True)
     if start_ms != 0:
         where = (
             f"samples are shifted by {offset} so that start_time is sample 0"
@@ -307,7 +324,7 @@ def _write_spikes(
         times_out = files.enter_context(_NpyWriter(tmp / times_name, time_dtype, n))
         templates_out = files.enter_context(_NpyWriter(tmp / "spike_templates.npy", np.int32, n))
         clusters_out = files.enter_context(_NpyWriter(tmp / clusters_name, np.int32, n))
-        for times, index in time_ordered(trains, n, unit, fs, offset):
+        for times, index in time_ordered(trains, n, unit, fs, offset, ascending=True):
             times_out.write(times)
             templates_out.write(index)
             clusters_out.write(index if same_ids else ids32[index])

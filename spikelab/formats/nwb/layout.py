@@ -4,12 +4,13 @@ extracts before building a SpikeData."""
 
 from __future__ import annotations
 
-import json
+import math
 from typing import Any
 
 import numpy as np
 
 from spikelab.formats.errors import LoadError
+from spikelab.formats.files import MAX_UNITS, parse_json
 from spikelab.formats.metadata import json_safe
 
 __all__ = [
@@ -23,7 +24,10 @@ __all__ = [
     "spikelab_state",
     "parse_state",
     "Parts",
+    "as_index",
 ]
+
+_REQUIRED = object()
 
 DEFAULT_SPIKE_TIMES_DATASET = "spike_times"
 DEFAULT_SPIKE_TIMES_INDEX_DATASET = "spike_times_index"
@@ -112,17 +116,66 @@ class Parts:
         self.length_ms: float | None = None
 
 
-def parse_state(text: Any, source: str) -> dict:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8")
-    try:
-        state = json.loads(text)
-    except (TypeError, ValueError) as exc:
-        raise LoadError(f"{source}: the SpikeLab state ({STATE_NAME}) is not JSON: {exc}") from None
-    if not isinstance(state, dict) or state.get("format") != "spikelab":
-        raise LoadError(f"{source}: the SpikeLab state ({STATE_NAME}) is not SpikeLab's")
-    if state.get("version", 0) > STATE_VERSION:
+def _number(state: dict, key: str, source: str, default: Any = _REQUIRED) -> Any:
+    value = state.get(key, default)
+    if value is _REQUIRED:
+        raise LoadError(f"{source}: the SpikeLab state ({STATE_NAME}) lacks {key!r}")
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise LoadError(
-            f"{source}: written by a newer SpikeLab (state version {state['version']}); upgrade"
+            f"{source}: the SpikeLab state ({STATE_NAME}): {key!r} must be a finite number, "
+            f"got {value!r:.80}"
         )
+    return value
+
+
+def parse_state(text: Any, source: str) -> dict:
+    """The SpikeLab state (JSON) of an NWB or plain file, with every field the readers use
+    checked; any fault is a LoadError naming the file and the field."""
+    field = f"the SpikeLab state ({STATE_NAME})"
+    if isinstance(text, np.ndarray) and text.shape == ():
+        text = text[()]
+    state = parse_json(text, source, field)
+    if not isinstance(state, dict) or state.get("format") != "spikelab":
+        raise LoadError(f"{source}: {field} is not SpikeLab's")
+    version = state.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise LoadError(f"{source}: {field}: 'version' must be an integer, got {version!r:.80}")
+    if version > STATE_VERSION:
+        raise LoadError(f"{source}: written by a newer SpikeLab (state version {version}); upgrade")
+    n = _number(state, "N", source)
+    if isinstance(n, float) and n.is_integer() and abs(n) <= MAX_UNITS:
+        n = state["N"] = int(n)
+    if not isinstance(n, int) or not 0 <= n <= MAX_UNITS:
+        raise LoadError(
+            f"{source}: {field}: 'N' must be a number of units from 0 to {MAX_UNITS}, got {n!r}"
+        )
+    start = _number(state, "start_time_ms", source)
+    length = _number(state, "length_ms", source)
+    offset = _number(state, "time_offset_ms", source, 0.0)
+    _number(state, "fs_Hz", source, None)
+    if not math.isfinite(start + length) or not math.isfinite(start - offset):
+        raise LoadError(
+            f"{source}: {field}: start_time_ms {start!r}, length_ms {length!r} and "
+            f"time_offset_ms {offset!r} overflow"
+        )
+    if not isinstance(state.get("metadata") or {}, dict):
+        raise LoadError(f"{source}: {field}: 'metadata' must be an object")
+    attrs = state.get("neuron_attributes")
+    if attrs is not None and not (
+        isinstance(attrs, list) and all(isinstance(a, dict) for a in attrs)
+    ):
+        raise LoadError(f"{source}: {field}: 'neuron_attributes' must be a list of objects")
     return state
+
+
+def as_index(values: Any, source: str, label: str) -> np.ndarray:
+    """``values`` (cumulative ends or row indices) as a 1-D int64 array; non-numbers and
+    non-finite floats are a LoadError naming ``label``."""
+    values = np.asarray(values).reshape(-1)
+    if values.dtype.kind not in "biuf" or (
+        values.dtype.kind == "f" and not np.isfinite(values).all()
+    ):
+        raise LoadError(f"{source}: {label!r} must hold integer indices, got {values.dtype}")
+    return values.astype(np.int64)

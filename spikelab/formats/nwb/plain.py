@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from spikelab.formats.errors import LoadError
-from spikelab.formats.nwb.layout import STATE_NAME, Parts, parse_state
+from spikelab.formats.files import check_unit_count
+from spikelab.formats.nwb.layout import STATE_NAME, Parts, as_index, parse_state
 from spikelab.formats.streaming import write_hdf5_times
 
 __all__ = ["write_plain", "read_plain"]
@@ -38,23 +39,27 @@ def write_plain(
         g.attrs[STATE_NAME] = json.dumps(state)
 
 
-def read_plain(path: Path, source: str, group: str, ds: str, ids: str) -> Parts:
+def read_plain(h5, group: str, ds: str, ids: str) -> Parts:
+    """The parts of SpikeLab's plain layout in the checked file ``h5`` (a StrictH5)."""
     import h5py
 
+    source = h5.source
     parts = Parts()
-    with h5py.File(path, "r") as f:
-        g = f.get(group.strip("/"))
-        if not isinstance(g, h5py.Group):
-            raise LoadError(f"{source}: no group {group!r} (the spike trains) in this HDF5 file")
-        for name in (ds, ids):
-            if not isinstance(g.get(name), h5py.Dataset):
-                raise LoadError(f"{source}: group {group!r} has no dataset {name!r}")
-        parts.times_s = np.asarray(g[ds][()], dtype=np.float64).reshape(-1)
-        parts.ends = np.asarray(g[ids][()], dtype=np.int64).reshape(-1)
-        if STATE_NAME in g.attrs:
-            parts.state = parse_state(g.attrs[STATE_NAME], source)
-        if "start_time" in g.attrs:
-            parts.start_ms = float(g.attrs["start_time"])
-        if "length_ms" in g.attrs:
-            parts.length_ms = float(g.attrs["length_ms"])
+    g = h5.node(group.strip("/"))
+    if not isinstance(g, h5py.Group):
+        raise LoadError(f"{source}: no group {group!r} (the spike trains) in this HDF5 file")
+    for name in (ds, ids):
+        if not isinstance(h5.node(name, g), h5py.Dataset):
+            raise LoadError(f"{source}: group {group!r} has no dataset {name!r}")
+    label = group.strip("/")
+    times = h5.read(h5.node(ds, g), f"{label}/{ds}")
+    parts.times_s = np.asarray(times, dtype=np.float64).reshape(-1)
+    ends = h5.read(h5.node(ids, g), f"{label}/{ids}")
+    parts.ends = as_index(ends, source, f"{label}/{ids}")
+    check_unit_count(parts.ends.size, source, f"{label}/{ids}")
+    state = h5.text_attr(g, STATE_NAME)
+    if state is not None:
+        parts.state = parse_state(state, source)
+    parts.start_ms = h5.number_attr(g, "start_time", unit="ms")
+    parts.length_ms = h5.number_attr(g, "length_ms", unit="ms")
     return parts

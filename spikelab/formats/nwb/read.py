@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from spikelab.formats.errors import LoadError, spikedata_or_load_error
+from spikelab.formats.files import check_unit_count, loader_boundary
 from spikelab.formats.nwb.layout import (
     DEFAULT_GROUP,
     DEFAULT_SPIKE_TIMES_DATASET,
@@ -25,10 +26,12 @@ from spikelab.formats.nwb.layout import (
     RESERVED_COLUMNS,
     STATE_NAME,
     Parts,
+    as_index,
     check_names,
     parse_state,
 )
 from spikelab.formats.nwb.plain import read_plain
+from spikelab.formats.strict_hdf5 import open_hdf5
 from spikelab.spikedata.spikedata import SpikeData
 
 __all__ = ["load_spikedata_from_nwb"]
@@ -61,63 +64,103 @@ def _unit_columns(names: list[str], get, n: int) -> dict[str, list]:
     return out
 
 
-def _read_nwb_h5py(path: Path, source: str) -> Parts:
+def _read_nwb_h5py(h5) -> Parts:
+    """The parts of an NWB file read with h5py from the checked file ``h5`` (a StrictH5 whose
+    whole file was checked: every dataset here is safe to read)."""
     import h5py
 
+    f, source = h5.f, h5.source
     parts = Parts()
-    with h5py.File(path, "r") as f:
-        for key in ("identifier", "session_description", "session_start_time"):
-            if key in f and isinstance(f[key], h5py.Dataset):
-                parts.file_meta[key] = _decode([f[key][()]])[0]
-        if f"scratch/{STATE_NAME}" in f:
-            parts.state = parse_state(f[f"scratch/{STATE_NAME}"][()], source)
-        units = f.get("units")
-        if not isinstance(units, h5py.Group):
-            return parts
-        if "spike_times" not in units or "spike_times_index" not in units:
-            raise LoadError(f"{source}: the Units table has no spike_times/spike_times_index")
-        st = units["spike_times"]
-        parts.times_s = np.asarray(st[()], dtype=np.float64)
-        parts.ends = np.asarray(units["spike_times_index"][()], dtype=np.int64)
-        res = st.attrs.get("resolution")
-        parts.resolution = None if res is None else float(res)
-        if parts.state is None:
-            n = parts.ends.size
-            colnames = _decode(units.attrs.get("colnames", []))
+    for key in ("identifier", "session_description", "session_start_time"):
+        obj = h5.node(key)
+        if isinstance(obj, h5py.Dataset):
+            parts.file_meta[key] = _decode([h5.read(obj, key, numeric=False)])[0]
+    state = h5.node(f"scratch/{STATE_NAME}")
+    if isinstance(state, h5py.Dataset):
+        parts.state = parse_state(h5.read(state, f"scratch/{STATE_NAME}", numeric=False), source)
+    units = h5.node("units")
+    if not isinstance(units, h5py.Group):
+        return parts
+    st, index = h5.node("spike_times", units), h5.node("spike_times_index", units)
+    if not isinstance(st, h5py.Dataset) or not isinstance(index, h5py.Dataset):
+        raise LoadError(f"{source}: the Units table has no spike_times/spike_times_index")
+    parts.times_s = np.asarray(h5.read(st, "units/spike_times"), dtype=np.float64).reshape(-1)
+    parts.ends = as_index(h5.read(index, "units/spike_times_index"), source, "spike_times_index")
+    check_unit_count(parts.ends.size, source, "the Units table")
+    parts.resolution = _resolution(h5.attr(st, "resolution"))
+    if parts.state is None:
+        n = parts.ends.size
+        colnames = h5.attr(units, "colnames")
+        colnames = [] if colnames is None else _decode(np.atleast_1d(colnames))
+        colnames = [c for c in colnames if isinstance(c, str)]
 
-            def get(name):
-                obj = units.get(name)
-                return obj if isinstance(obj, h5py.Dataset) else None
+        def get(name):
+            obj = h5.node(name, units)
+            return obj if isinstance(obj, h5py.Dataset) else None
 
-            parts.columns = _unit_columns(colnames, get, n)
-            if "unit_name" in units:
-                parts.columns["unit_name"] = _decode(units["unit_name"][()])
-            if "obs_intervals" in units:
-                obs = np.asarray(units["obs_intervals"][()], dtype=np.float64).reshape(-1, 2)
-                if obs.size:
-                    parts.obs = (float(obs[:, 0].min()), float(obs[:, 1].max()))
-            if "electrodes" in units and "electrodes_index" in units:
-                rows = np.asarray(units["electrodes"][()], dtype=np.int64)
-                idx = np.asarray(units["electrodes_index"][()], dtype=np.int64)
-                table = units["electrodes"].attrs.get("table")
-                ids = np.asarray(f[table]["id"][()]) if table is not None else None
-                parts.electrode_ids = _electrode_ids(rows, idx, ids)
+        parts.columns = _unit_columns(colnames, get, n)
+        names = get("unit_name")
+        if names is not None:
+            parts.columns["unit_name"] = _decode(np.atleast_1d(names[()]))
+        obs = get("obs_intervals")
+        if obs is not None:
+            parts.obs = _observed(obs[()])
+        rows, idx = get("electrodes"), get("electrodes_index")
+        if rows is not None and idx is not None:
+            table = h5.attr(rows, "table")
+            ids = None
+            if isinstance(table, h5py.Reference) and table:
+                target = f[table]
+                column = target.get("id") if isinstance(target, h5py.Group) else None
+                ids = np.asarray(column[()]) if isinstance(column, h5py.Dataset) else None
+            parts.electrode_ids = _electrode_ids(
+                as_index(rows[()], source, "units/electrodes"),
+                as_index(idx[()], source, "units/electrodes_index"),
+                ids,
+            )
     return parts
+
+
+def _resolution(value: Any) -> float | None:
+    """Units.resolution (s) when it is a finite number > 0, else None (unknown)."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _observed(values: Any) -> tuple[float, float] | None:
+    """(first start, last end) (s) of obs_intervals, or None when there is none."""
+    obs = np.asarray(values, dtype=np.float64).reshape(-1)
+    if obs.size % 2:
+        return None
+    obs = obs.reshape(-1, 2)
+    if not obs.size:
+        return None
+    return float(obs[:, 0].min()), float(obs[:, 1].max())
 
 
 def _electrode_ids(rows: np.ndarray, idx: np.ndarray, ids: np.ndarray | None) -> list | None:
     """One electrode id per unit when every unit has exactly one electrode."""
     if ids is None or idx.size == 0 or np.any(np.diff(idx, prepend=0) != 1):
         return None
+    ids = np.asarray(ids).reshape(-1)
+    if rows.size and (rows.min() < 0 or rows.max() >= ids.size or ids.dtype.kind not in "iu"):
+        return None
     return [int(i) for i in ids[rows]]
 
 
-def _read_nwb_pynwb(path: Path, source: str) -> Parts:
+def _read_nwb_pynwb(h5) -> Parts:
+    """The parts of an NWB file read through pynwb, from the checked file ``h5`` (its whole
+    file checked first: pynwb reads every object)."""
     from pynwb import NWBHDF5IO
 
+    source = h5.source
     parts = Parts()
     try:
-        with NWBHDF5IO(str(path), mode="r") as io:
+        with NWBHDF5IO(file=h5.f, mode="r") as io:
             nwb = io.read()
             parts.file_meta = {
                 "identifier": nwb.identifier,
@@ -133,8 +176,9 @@ def _read_nwb_pynwb(path: Path, source: str) -> Parts:
                 raise LoadError(f"{source}: the Units table has no spike_times column")
             index = units["spike_times"]
             parts.times_s = np.asarray(index.target.data[:], dtype=np.float64)
-            parts.ends = np.asarray(index.data[:], dtype=np.int64)
-            parts.resolution = None if units.resolution is None else float(units.resolution)
+            parts.ends = as_index(index.data[:], source, "spike_times_index")
+            check_unit_count(parts.ends.size, source, "the Units table")
+            parts.resolution = _resolution(units.resolution)
             if parts.state is None:
                 n = parts.ends.size
 
@@ -146,21 +190,19 @@ def _read_nwb_pynwb(path: Path, source: str) -> Parts:
                 if "unit_name" in names:
                     parts.columns["unit_name"] = _decode(units["unit_name"].data[:])
                 if "obs_intervals" in names:
-                    obs = np.asarray(units["obs_intervals"].target.data[:], dtype=np.float64)
-                    obs = obs.reshape(-1, 2)
-                    if obs.size:
-                        parts.obs = (float(obs[:, 0].min()), float(obs[:, 1].max()))
+                    parts.obs = _observed(units["obs_intervals"].target.data[:])
                 if "electrodes" in names:
                     region = units["electrodes"]
-                    rows = np.asarray(region.target.data[:], dtype=np.int64)
-                    idx = np.asarray(region.data[:], dtype=np.int64)
+                    rows = as_index(region.target.data[:], source, "units/electrodes")
+                    idx = as_index(region.data[:], source, "units/electrodes_index")
                     ids = np.asarray(region.target.table.id.data[:])
                     parts.electrode_ids = _electrode_ids(rows, idx, ids)
     except LoadError:
         raise
     except Exception as exc:  # pynwb/hdmf raise many types for files they cannot map
+        first = (str(exc).splitlines() or [""])[0][:300]
         raise LoadError(
-            f"{source}: pynwb cannot read this file as NWB ({type(exc).__name__}: {exc}); "
+            f"{source}: pynwb cannot read this file as NWB ({type(exc).__name__}: {first}); "
             "try prefer_pynwb=False"
         ) from None
     return parts
@@ -191,6 +233,7 @@ def _assemble(parts: Parts, length_ms: float | None, source: str) -> SpikeData:
         if parts.resolution is not None and parts.resolution > 0:
             metadata["fs_Hz"] = 1.0 / parts.resolution
         attrs = _foreign_attributes(parts, n)
+    check_unit_count(n, source, "the Units table")
     if ends.size != n:
         raise LoadError(f"{source}: the spike index has {ends.size} entries for N={n} units")
     if n and (np.any(np.diff(ends, prepend=0) < 0) or ends[-1] != parts.times_s.size):
@@ -254,6 +297,13 @@ def load_spikedata_from_nwb(
     Files without SpikeLab's state (other NWB writers) give start_time/length from
     ``obs_intervals`` (else the spikes), metadata from the NWBFile fields and ``fs_Hz`` =
     1/resolution, and neuron_attributes from the scalar Units columns.
+
+    The file is untrusted (see :mod:`~spikelab.formats.strict_hdf5`): only a regular file is
+    opened, and before pynwb or h5py reads anything the whole file is checked once (every link,
+    object, attribute and object reference; ~15 ms for a SpikeLab NWB file, independent of the
+    number of spikes): an external link, external raw storage, a virtual dataset, a reference
+    to an unnamed object, or a size the file cannot hold is refused. Any fault of the file is a
+    LoadError naming the file (and the field).
     """
     source = os.fspath(filepath)
     if not isinstance(prefer_pynwb, bool):
@@ -271,23 +321,16 @@ def load_spikedata_from_nwb(
         if not math.isfinite(length_ms) or length_ms < 0:
             raise LoadError(f"{source}: length_ms must be finite and >= 0 ms, got {length_ms!r}")
     path = Path(source)
-    if not path.exists():
+    if not os.path.exists(path):
         raise LoadError(f"{source}: no such file")
-    if path.is_dir():
-        raise LoadError(f"{source}: is a directory, not an NWB file")
-    import h5py
-
-    if not h5py.is_hdf5(path):
-        raise LoadError(f"{source}: not an NWB/HDF5 file (no HDF5 signature)")
-    try:
-        with h5py.File(path, "r") as f:
-            is_nwb = "nwb_version" in f.attrs
-        if default and is_nwb:
-            parts = (_read_nwb_pynwb if prefer_pynwb else _read_nwb_h5py)(path, source)
+    with loader_boundary(source), contextlib.ExitStack() as stack:
+        try:
+            h5 = stack.enter_context(open_hdf5(path, source, not_hdf5="not an NWB/HDF5 file"))
+        except FileNotFoundError:  # removed meanwhile
+            raise LoadError(f"{source}: no such file") from None
+        h5.check_whole_file()  # pynwb reads every object: all are checked first
+        if default and "nwb_version" in h5.f.attrs:
+            parts = (_read_nwb_pynwb if prefer_pynwb else _read_nwb_h5py)(h5)
         else:
-            parts = read_plain(path, source, group, spike_times_dataset, spike_times_index_dataset)
-    except LoadError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise LoadError(f"{source}: unreadable ({type(exc).__name__}: {exc})") from None
-    return _assemble(parts, length_ms, source)
+            parts = read_plain(h5, group, spike_times_dataset, spike_times_index_dataset)
+        return _assemble(parts, length_ms, source)

@@ -374,6 +374,12 @@ def export_spikedata_to_nwb(
     )
     if Path(target).is_dir():
         raise OutputInTheWayError(f"{target}: a directory is in the way of the output file")
+    end_ms = float(sd.start_time) + float(sd.length)
+    if not math.isfinite(end_ms):
+        raise ExportError(
+            f"start_time {sd.start_time!r} ms + length {sd.length!r} ms is not a finite time: "
+            "NWB holds any finite time in s, not this one"
+        )
     trains, ends = _checked_trains(sd)
     n_spikes = int(ends[-1]) if ends.size else 0
     if np.asarray(sd.raw_data).size:
