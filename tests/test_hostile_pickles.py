@@ -492,3 +492,12 @@ def test_exporters_refuse_metadata_too_deep_for_json_with_an_export_error(tmp_pa
     with pytest.raises(ExportError, match="metadata nested deeper than 500 levels"):
         export()
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_fifo_or_a_device_is_refused_without_waiting(tmp_path):
+    fifo = tmp_path / "rec.pkl"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(LoadError, match="not a regular file") as err:
+            load_spikedata_from_pickle(path)  # opening a FIFO for reading would block
+        assert str(path) in str(err.value)

@@ -9,6 +9,12 @@ share.
   writes), :mod:`~spikelab.formats.time_units`, :mod:`~spikelab.formats.streaming` (spike
   times in blocks), :mod:`~spikelab.formats.time_order` (every spike in time order, window
   by window), :mod:`~spikelab.formats.metadata` (attributes as JSON).
+- Reading hostile files: :mod:`~spikelab.formats.files` (regular files only, bounded reads,
+  checked .npy headers, one LoadError at every loader's boundary),
+  :mod:`~spikelab.formats.strict_hdf5` (HDF5 without links, external storage or virtual
+  datasets, sizes checked first), :mod:`~spikelab.formats.pickle_scan` and
+  :mod:`~spikelab.formats.pickle_unpickler` (the pickle loader's scan and restricted
+  unpickler).
 
 Importing this package imports no format module; :func:`get_format` imports one on demand.
 """

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from spikelab.formats.errors import OutputInTheWayError
 
-__all__ = ["atomic_file", "atomic_directory", "remove_stale_temporaries"]
+__all__ = ["atomic_file", "atomic_directory", "remove_stale_temporaries", "write_errors"]
 
 
 def _tmp_prefix(final: Path) -> str:
@@ -124,3 +124,18 @@ def atomic_directory(folder: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def write_errors(target: str | os.PathLike) -> Iterator[None]:
+    """Turn h5py/HDF5 write failures (a full disk, a quota, a file-size limit: HDF5 reports
+    some as RuntimeError) into one OSError naming ``target``, so that callers see a fault of
+    the disk, not of the data."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        first = (str(exc).splitlines() or [""])[0][:300]
+        raise OSError(
+            f"{os.fspath(target)}: writing failed ({type(exc).__name__}: {first}); "
+            "an existing file at this path is unchanged"
+        ) from exc

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from spikelab.formats.atomic import atomic_file
+from spikelab.formats.atomic import atomic_file, write_errors
 from spikelab.formats.errors import ExportError, LoadError, OptionError, spikedata_or_load_error
 from spikelab.formats.files import (
     MAX_EXPANSION,
@@ -395,7 +395,7 @@ def export_spikedata_to_hdf5(
 
     import h5py
 
-    with atomic_file(filepath) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_file(filepath) as tmp, write_errors(filepath), h5py.File(tmp, "w") as f:
         f.attrs["start_time"] = sd.start_time
         f.attrs["length_ms"] = sd.length
         f.attrs["N"] = sd.N
@@ -734,6 +734,7 @@ STYLE_KEYS = {
         "raster_dtype",
         "raster_compression",
         "raster_compression_opts",
+        "raster_max_cells",
     ),
     "group": ("group_per_unit", "group_time_unit"),
     "paired": ("idces_dataset", "times_dataset", "times_unit"),

@@ -32,6 +32,7 @@ from typing import Any
 
 from spikelab.formats.atomic import atomic_file
 from spikelab.formats.errors import ExportError, LoadError
+from spikelab.formats.files import open_regular
 from spikelab.formats.pickle_scan import ScanReport, UnsafePickleError, corrupt, scan_pickle
 from spikelab.formats.pickle_unpickler import SafeUnpickler
 from spikelab.formats.registry import Format, ResourceModel
@@ -65,38 +66,32 @@ def _exception_text(exc: BaseException) -> str:
 def _read_local_spikedata(
     path: Path, *, source: str, trusted: bool, allow_globals: Iterable[str]
 ) -> SpikeData:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{source}: no such file") from None
-    except IsADirectoryError:
-        raise LoadError(f"{source}: is a directory, not a pickle file") from None
-    if path.is_dir():
-        raise LoadError(f"{source}: is a directory, not a pickle file")
-    if size == 0:
-        raise LoadError(f"{source}: the file is empty (0 bytes), not a SpikeData pickle")
     allow_globals = list(allow_globals)
-    with open(path, "rb", buffering=0) as raw:
-        try:
-            obj = _load(raw, source=source, trusted=trusted, allow_globals=allow_globals)
-        except (UnsafePickleError, LoadError, OSError):
-            raise  # already name the file (OSError: a fault of the disk, not of the data)
-        except InvalidSpikeDataError as exc:
-            raise LoadError(f"{source}: invalid SpikeData: {exc}") from None
-        except (EOFError, pickle.UnpicklingError) as exc:
-            raise corrupt(source, _exception_text(exc) or "unexpected end") from None
-        except MemoryError:
-            raise LoadError(
-                f"{source}: corrupt pickle (asks for more memory than exists)"
-            ) from None
-        except RecursionError:
-            raise LoadError(
-                f"{source}: corrupt pickle (RecursionError: nested too deeply)"
-            ) from None
-        except Exception as exc:  # whatever else the data provokes: one LoadError naming it
-            raise LoadError(
-                f"{source}: corrupt pickle ({type(exc).__name__}: {_exception_text(exc)})"
-            ) from None
+    # Only a regular file is opened (a FIFO or a device would block or never end).
+    with open_regular(path, source) as (fd, size):
+        if size == 0:
+            raise LoadError(f"{source}: the file is empty (0 bytes), not a SpikeData pickle")
+        with open(fd, "rb", buffering=0, closefd=False) as raw:
+            try:
+                obj = _load(raw, source=source, trusted=trusted, allow_globals=allow_globals)
+            except (UnsafePickleError, LoadError, OSError):
+                raise  # already name the file (OSError: a fault of the disk, not of the data)
+            except InvalidSpikeDataError as exc:
+                raise LoadError(f"{source}: invalid SpikeData: {exc}") from None
+            except (EOFError, pickle.UnpicklingError) as exc:
+                raise corrupt(source, _exception_text(exc) or "unexpected end") from None
+            except MemoryError:
+                raise LoadError(
+                    f"{source}: corrupt pickle (asks for more memory than exists)"
+                ) from None
+            except RecursionError:
+                raise LoadError(
+                    f"{source}: corrupt pickle (RecursionError: nested too deeply)"
+                ) from None
+            except Exception as exc:  # whatever else the data provokes: one LoadError
+                raise LoadError(
+                    f"{source}: corrupt pickle ({type(exc).__name__}: {_exception_text(exc)})"
+                ) from None
     if not isinstance(obj, SpikeData):
         raise LoadError(
             f"{source}: the pickle holds a {type(obj).__module__}.{type(obj).__qualname__}, "

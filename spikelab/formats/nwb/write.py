@@ -22,7 +22,6 @@ see :mod:`~spikelab.formats.nwb.plain`).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from spikelab.formats.atomic import atomic_file
+from spikelab.formats.atomic import atomic_file, write_errors
 from spikelab.formats.errors import ExportError, OutputInTheWayError
 from spikelab.formats.nwb.layout import (
     DEFAULT_GROUP,
@@ -158,19 +157,6 @@ def _stable_identifier(stem: str, trains: list[np.ndarray], ends: np.ndarray, te
 
 
 # ---------------------------------------------------------------------------------- writers
-@contextlib.contextmanager
-def _write_errors(target: str):
-    """Turn h5py/HDF5 write failures (disk full, quota...) into one OSError naming the file."""
-    try:
-        yield
-    except (OSError, RuntimeError) as exc:
-        first = (str(exc).splitlines() or [""])[0][:300]
-        raise OSError(
-            f"{target}: writing failed ({type(exc).__name__}: {first}); "
-            "an existing file at this path is unchanged"
-        ) from exc
-
-
 def _build_nwbfile(sd, opts, state_text, ends, fs, offset_ms, compression):
     """The NWBFile and the H5DataIO of its spike times (None without a Units table): an empty
     dataset of known shape that the caller fills after ``io.write``, block by block."""
@@ -400,7 +386,7 @@ def export_spikedata_to_nwb(
             stacklevel=2,
         )
         state = spikelab_state(sd, fs, 0.0)
-        with atomic_file(target) as tmp, _write_errors(target):
+        with atomic_file(target) as tmp, write_errors(target):
             write_plain(
                 tmp,
                 group,
@@ -442,7 +428,7 @@ def export_spikedata_to_nwb(
 
     nwbfile, times_io = _build_nwbfile(sd, opts, state_text, ends, fs, offset_ms, compression)
     # An open h5py.File: pynwb would warn that the temporary name does not end in .nwb.
-    with atomic_file(target) as tmp, _write_errors(target), h5py.File(tmp, "w") as h5:
+    with atomic_file(target) as tmp, write_errors(target), h5py.File(tmp, "w") as h5:
         with NWBHDF5IO(file=h5, mode="w") as io:
             io.write(nwbfile, expandable=())  # contiguous datasets: no chunk copies
             if times_io is not None:  # NWB time 0 is SpikeLab time offset_ms
