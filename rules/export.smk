@@ -30,7 +30,7 @@ for target in TARGETS:
                 recordings=recordings_param(target, batch),
                 fs_Hz=fs_param(target),
                 pickle_loading=pickle_loading_param(),
-                recording_limits=config["recording_limits"],
+                isolation=config["isolation"],
                 on_bad_recording=config["on_bad_recording"],
             script:
                 "../scripts/export.py"

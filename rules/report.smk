@@ -34,7 +34,7 @@ for batch in BATCHES:
             batch=batch.key,
             on_bad_recording=config["on_bad_recording"],
             pickle_loading=pickle_loading_param(),
-            recording_limits=config["recording_limits"],
+            isolation=config["isolation"],
         script:
             "../scripts/report_figures.py"
 

@@ -29,7 +29,7 @@ for target in TARGETS:
                 recordings=recordings_param(target, batch),
                 fs_Hz=fs_param(target),
                 pickle_loading=pickle_loading_param(),
-                recording_limits=config["recording_limits"],
+                isolation=config["isolation"],
                 batch=batch.key,
                 sources=batch.paths,
             script:

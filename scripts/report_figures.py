@@ -11,6 +11,6 @@ run_figures_job(
     on_bad_recording=snakemake.params.on_bad_recording,
     log_path=snakemake.log[0],
     pickle_loading=snakemake.params.pickle_loading,
-    recording_limits=snakemake.params.recording_limits,
+    isolation=snakemake.params.isolation,
     mem_mb=snakemake.resources.mem_mb,
 )

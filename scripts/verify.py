@@ -12,6 +12,6 @@ run_verify_job(
     out_json=snakemake.output.json,
     log_path=snakemake.log[0],
     pickle_loading=snakemake.params.pickle_loading,
-    recording_limits=snakemake.params.recording_limits,
+    isolation=snakemake.params.isolation,
     mem_mb=snakemake.resources.mem_mb,
 )

@@ -176,7 +176,7 @@ MIN_RECORDING_MEMORY_MB = 256
 @dataclass(frozen=True)
 class RecordingLimits:
     """How a batch job isolates its recordings: ``memory_mb`` and ``seconds`` from the
-    config's ``recording_limits`` (None: derived, see :meth:`for_source`), and ``job_mem_mb``,
+    config's ``isolation`` block (None: derived, see :meth:`for_source`), and ``job_mem_mb``,
     the memory the job asked its scheduler for."""
 
     memory_mb: float | None = None
@@ -186,10 +186,12 @@ class RecordingLimits:
     @classmethod
     def from_params(
         cls, params: Mapping[str, Any] | None, job_mem_mb: float | None = None
-    ) -> RecordingLimits:
-        """From the ``recording_limits`` param (``memory_mb``, ``seconds``) and the job's
-        ``mem_mb`` resource."""
+    ) -> RecordingLimits | None:
+        """From the ``isolation`` param (``enabled``, ``memory_mb``, ``seconds``; missing keys
+        take their defaults) and the job's ``mem_mb`` resource; None when isolation is off."""
         params = dict(params or {})
+        if not params.get("enabled", True):
+            return None
         return cls(params.get("memory_mb"), params.get("seconds"), job_mem_mb)
 
     def for_source(self, source: str | os.PathLike, resources: ResourceModel) -> Limits:

@@ -245,3 +245,5 @@ def test_limits_come_from_the_config_else_from_the_job_and_the_resource_model(tm
     assert RecordingLimits().for_source(source, model).memory_mb is None
     small = RecordingLimits(job_mem_mb=10).for_source(source, model)
     assert small.memory_mb == 256  # never less than a recording needs to start
+    assert RecordingLimits.from_params({"enabled": False}, 1000) is None
+    assert RecordingLimits.from_params({"memory_mb": 5}, 1000) == RecordingLimits(5, None, 1000)

@@ -104,7 +104,7 @@ def _workflow(tmp_path: Path, hostile: dict[str, bytes]) -> Path:
         wd,
         inputs={"directory": "in", "glob": None, "sample_sheet": None},
         fs_Hz=FS,
-        recording_limits={"memory_mb": 600, "seconds": 60},
+        isolation={"enabled": True, "memory_mb": 600, "seconds": 60},
     )
     return wd
 
@@ -176,7 +176,7 @@ def test_trusted_pickles_that_crash_exhaust_or_hang_their_child_are_reported(tmp
         wd,
         trusted_pickles=True,
         formats=["pickle", "hdf5"],
-        recording_limits={"memory_mb": 400, "seconds": 3},
+        isolation={"enabled": True, "memory_mb": 400, "seconds": 3},
     )
     proc = run_snakemake(wd, "--cores", "2", "--keep-going")  # rule all: report figures too
     assert proc.returncode != 0
@@ -196,3 +196,15 @@ def test_trusted_pickles_that_crash_exhaust_or_hang_their_child_are_reported(tmp
             assert re.search(pattern, row["message"]), row
     stats = [p.read_text() for p in (wd / "results" / "report" / "stats").glob("*.json")]
     assert any("took longer than 3 s while loading" in s for s in stats)
+
+
+def test_without_isolation_a_crash_ends_its_whole_batch_job(tmp_path):
+    """isolation.enabled: false converts in the job's own process (the option reaches the
+    jobs): a crashing pickle then takes its batch job down, as the README says."""
+    segfault = _global("ctypes", "string_at") + b"K\x00\x85R."
+    wd = _workflow(tmp_path, {"segfault": segfault})
+    _configure(wd, trusted_pickles=True, formats=["pickle"], isolation={"enabled": False})
+    proc = run_snakemake(wd, CHECK, "--cores", "1")
+    assert proc.returncode != 0
+    assert re.search(r"Error in rule export_pickle__b[0-9a-f]{10}", proc.stdout + proc.stderr)
+    assert not (wd / "results" / "summary.tsv").exists()

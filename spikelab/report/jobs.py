@@ -328,16 +328,14 @@ def run_figures_job(
     on_bad_recording: str,
     log_path: str | None,
     pickle_loading: Mapping[str, Any] | None = None,
-    recording_limits: Mapping[str, Any] | None = None,
+    isolation: Mapping[str, Any] | None = None,
     mem_mb: float | None = None,
-    isolate: bool = True,
 ) -> list[dict[str, Any]]:
     """Entry point of ``scripts/report_figures.py``: draw one batch and write its numbers.
 
     ``recordings`` holds one mapping per source, in order: ``recording`` (the name) and
-    ``session_start_time`` (ISO 8601 or None). Each recording is drawn in a child process
-    (unless ``isolate=False``) under ``recording_limits`` (see
-    :func:`spikelab.workflow.export.run_export_job`).
+    ``session_start_time`` (ISO 8601 or None). Each recording is drawn in a child process under
+    ``isolation`` (see :func:`spikelab.workflow.export.run_export_job`).
     """
     setup_logging(log_path)
     if not (len(recordings) == len(sources) == len(figures)):
@@ -348,7 +346,7 @@ def run_figures_job(
         FigureItem(str(rec["recording"]), str(src), str(fig), rec.get("session_start_time"))
         for rec, src, fig in zip(recordings, sources, figures, strict=True)
     ]
-    limits = RecordingLimits.from_params(recording_limits, mem_mb) if isolate else None
+    limits = RecordingLimits.from_params(isolation, mem_mb)
     rows = draw_batch(
         items, on_bad_recording=on_bad_recording, pickle_loading=pickle_loading, limits=limits
     )

@@ -242,16 +242,15 @@ def run_export_job(
     on_bad_recording: str,
     log_path: str | None,
     pickle_loading: Mapping[str, Any] | None = None,
-    recording_limits: Mapping[str, Any] | None = None,
+    isolation: Mapping[str, Any] | None = None,
     mem_mb: float | None = None,
-    isolate: bool = True,
 ) -> list[ExportResult]:
     """Entry point of ``scripts/export.py``: set up logging and export one batch.
 
     ``exporter`` defaults to the writer of the target's format. ``recordings`` holds one
     mapping per source, in order (see :class:`RecordingParams`); ``pickle_loading`` as for
-    :func:`export_batch`. Each recording is converted in a child process (unless
-    ``isolate=False``) under ``recording_limits`` (``memory_mb``, ``seconds``; None: derived
+    :func:`export_batch`. Each recording is converted in a child process under the limits of
+    ``isolation`` (``enabled``, default True; ``memory_mb``, ``seconds``: None derives them
     from the job's ``mem_mb`` (MB) and the format's resource model).
     """
     setup_logging(log_path)
@@ -273,5 +272,5 @@ def run_export_job(
         default_fs_Hz=default_fs_Hz,
         on_bad_recording=on_bad_recording,
         pickle_loading=pickle_loading,
-        limits=RecordingLimits.from_params(recording_limits, mem_mb) if isolate else None,
+        limits=RecordingLimits.from_params(isolation, mem_mb),
     )

@@ -147,9 +147,9 @@ def targets_from_config(config: Mapping[str, Any]) -> list[Target]:
     """Every target the (schema-validated) config defines, whether selected or not, in
     registry order."""
     _check_finite("fs_Hz", config.get("fs_Hz"), "a sampling rate in Hz (e.g. 20000)")
-    limits = config.get("recording_limits") or {}
-    _check_finite("recording_limits.memory_mb", limits.get("memory_mb"), "a size in MB")
-    _check_finite("recording_limits.seconds", limits.get("seconds"), "a time in s")
+    isolation = config.get("isolation") or {}
+    _check_finite("isolation.memory_mb", isolation.get("memory_mb"), "a size in MB")
+    _check_finite("isolation.seconds", isolation.get("seconds"), "a time in s")
     targets: list[Target] = []
     for spec in all_formats():
         if spec.name not in config:

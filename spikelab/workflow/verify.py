@@ -326,12 +326,11 @@ def run_verify_job(
     out_json: str,
     log_path: str | None,
     pickle_loading: Mapping[str, Any] | None = None,
-    recording_limits: Mapping[str, Any] | None = None,
+    isolation: Mapping[str, Any] | None = None,
     mem_mb: float | None = None,
-    isolate: bool = True,
 ) -> dict[str, Any]:
-    """Entry point of ``scripts/verify.py``; ``recordings``, ``recording_limits``,
-    ``mem_mb`` and ``isolate`` as for the export job (one mapping per source, see
+    """Entry point of ``scripts/verify.py``; ``recordings``, ``isolation`` and ``mem_mb`` as
+    for the export job (one mapping per source, see
     :class:`~spikelab.workflow.export.RecordingParams`)."""
     setup_logging(log_path)
     tgt = Target.from_params(target)
@@ -346,5 +345,5 @@ def run_verify_job(
         batch=batch,
         default_fs_Hz=default_fs_Hz,
         pickle_loading=pickle_loading,
-        limits=RecordingLimits.from_params(recording_limits, mem_mb) if isolate else None,
+        limits=RecordingLimits.from_params(isolation, mem_mb),
     )
