@@ -57,6 +57,15 @@ def test_the_config_schema_lists_exactly_the_registered_formats_and_their_keys()
             keys = set(props[spec.name]["properties"])
         assert keys == set(spec.option_keys), spec.name
         assert set(spec.reader_keys) <= set(spec.option_keys), spec.name
+    shipped = yaml.safe_load((REPO / "config.yaml").read_text())  # every option, commented
+    from spikelab.formats.hdf5 import COMMON_KEYS, STYLE_KEYS
+
+    for spec in all_formats():
+        if spec.name == "hdf5":
+            for entry in shipped["hdf5"].values():
+                assert set(entry) == {*COMMON_KEYS, *STYLE_KEYS[entry["style"]]}, entry
+        else:
+            assert set(shipped[spec.name]) == set(spec.option_keys), spec.name
     sheet = props["inputs"]["properties"]["sample_sheet"]["description"]
     for column in (c for spec in all_formats() for c in spec.sheet_columns):
         assert column in sheet

@@ -217,7 +217,7 @@ def test_failed_export_keeps_the_previous_file_and_leaves_no_temporary(tmp_path,
     path = tmp_path / "out.h5"
     export_spikedata_to_hdf5(SpikeData([[1.0]]), path)
     before = path.read_bytes()
-    import spikelab.formats.hdf5 as hdf5
+    import spikelab.formats.hdf5.write as hdf5
 
     def boom(*a, **k):
         raise OSError("disk full (simulated)")

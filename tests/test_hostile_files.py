@@ -732,7 +732,7 @@ def test_nwb_refuses_a_recording_whose_end_is_not_finite(tmp_path):
 
 
 def test_long_raster_rows_are_written_and_read_in_column_blocks(tmp_path, monkeypatch):
-    import spikelab.formats.hdf5 as hdf5
+    from spikelab.formats.hdf5 import layout
 
     rng = np.random.default_rng(1)
     sd = SpikeData(
@@ -741,12 +741,12 @@ def test_long_raster_rows_are_written_and_read_in_column_blocks(tmp_path, monkey
     )
     whole = tmp_path / "whole.h5"
     export_spikedata_to_hdf5(sd, whole, style="raster", raster_bin_size_ms=0.5)
-    monkeypatch.setattr(hdf5, "_RASTER_ROWS_PER_BLOCK_BYTES", 2048)  # rows of 10 000 bins
+    monkeypatch.setattr(layout, "RASTER_BLOCK_BYTES", 2048)  # rows of 10 000 bins
     blocks = tmp_path / "blocks.h5"
     export_spikedata_to_hdf5(sd, blocks, style="raster", raster_bin_size_ms=0.5)
     with h5py.File(whole) as a, h5py.File(blocks) as b:
         np.testing.assert_array_equal(a["raster"][()], b["raster"][()])
-    monkeypatch.setattr(hdf5, "_RASTER_READ_MAX_BYTES", 4096)
+    monkeypatch.setattr(layout, "RASTER_READ_MAX_BYTES", 4096)
     split = load_spikedata_from_hdf5(blocks)
     monkeypatch.undo()
     for a, b in zip(load_spikedata_from_hdf5(whole).train, split.train, strict=True):
