@@ -224,13 +224,14 @@ class SpikeData:
         if rt.size and rt.dtype.kind not in "iuf":
             raise InvalidSpikeDataError(f"raw_time must be numeric (ms), got dtype {rt.dtype}")
         rt = rt.astype(np.float64, copy=False).reshape(-1)
-        if raw.size and rt.size != raw.shape[1]:
+        # raw_data of no channels may still have samples (shape (0, T)), as SpikeLab allows
+        if rt.size != raw.shape[1] and (raw.size or rt.size):
+            if raw.shape[1] == 0:
+                raise InvalidSpikeDataError(f"raw_time has {rt.size} samples but raw_data is empty")
             raise InvalidSpikeDataError(
                 f"raw_time has {rt.size} samples but raw_data has {raw.shape[1]} "
                 "(raw_data is channels x samples)"
             )
-        if not raw.size and rt.size:
-            raise InvalidSpikeDataError(f"raw_time has {rt.size} samples but raw_data is empty")
         d["raw_data"], d["raw_time"] = raw, rt
 
     # ---------------------------------------------------------------- properties
