@@ -21,6 +21,7 @@ Error messages name the URL, the endpoint and the S3 error code, never a key.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
@@ -37,6 +38,7 @@ __all__ = [
     "make_client",
     "upload_to_s3",
     "download_from_s3",
+    "ensure_local_file",
     "list_pickles",
     "object_sizes",
     "check_bucket",
@@ -54,9 +56,9 @@ class S3LocationError(ValueError):
     """An ``s3://`` input or output location cannot be used (no bucket, no access, ...)."""
 
 
-def is_s3_url(path: object) -> bool:
-    """True when ``path`` is a string of the form ``s3://...``."""
-    return isinstance(path, str) and path.startswith("s3://")
+def is_s3_url(url: object) -> bool:
+    """True when ``url`` is a string of the form ``s3://...``."""
+    return isinstance(url, str) and url.startswith("s3://")
 
 
 def parse_s3_url(url: str, *, prefix: bool = False) -> tuple[str, str]:
@@ -146,14 +148,17 @@ def _secrets(client_kwargs: dict) -> list[str | None]:
     return [client_kwargs.get(k) for k in keys]
 
 
-def upload_to_s3(local_path: str | os.PathLike, url: str, **client_kwargs) -> str:
-    """Upload a local file to ``s3://bucket/key`` (managed multipart transfer); return the URL.
+def upload_to_s3(local_path: str | os.PathLike, s3_url: str, **client_kwargs) -> str:
+    """Upload a local file to ``s3_url`` (``s3://bucket/key``; managed multipart transfer);
+    return the URL. ``client_kwargs`` are :func:`make_client`'s (credentials, region,
+    endpoint).
 
     The local file is never deleted. A failed multipart upload is aborted by boto3, so no
     partial object is left behind.
     """
     from boto3.s3.transfer import TransferConfig
 
+    url = s3_url
     bucket, key = parse_s3_url(url)
     client = make_client(**client_kwargs)
     try:
@@ -170,19 +175,52 @@ def upload_to_s3(local_path: str | os.PathLike, url: str, **client_kwargs) -> st
     return url
 
 
-def download_from_s3(url: str, local_path: str | os.PathLike, **client_kwargs) -> Path:
-    """Download ``s3://bucket/key`` to ``local_path`` (written atomically); return the path."""
+def download_from_s3(
+    url: str, local_path: str | os.PathLike | None = None, **client_kwargs
+) -> Path:
+    """Download ``s3://bucket/key`` to ``local_path`` (written atomically); return the path.
+
+    ``client_kwargs`` are :func:`make_client`'s (credentials, region, endpoint). Without
+    ``local_path`` (as SpikeLab 0.1.2 allows) the object goes to a new temporary file
+    named with the key's suffix, removed again if the download fails; the caller removes it
+    after use.
+    """
     from spikelab.formats.atomic import atomic_file
 
     bucket, key = parse_s3_url(url)
     client = make_client(**client_kwargs)
+    temporary = local_path is None
+    if temporary:
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix="spikelab-s3-", suffix=posixpath.splitext(key)[1])
+        os.close(fd)
+        local_path = name
     try:
         with atomic_file(local_path) as tmp:
             client.download_file(bucket, key, os.fspath(tmp))
     except Exception as exc:
+        if temporary:
+            with contextlib.suppress(OSError):
+                os.unlink(local_path)
         reason = _describe(exc, _secrets(client_kwargs))
         raise S3Error(f"download of {url} failed: {reason}") from None
     return Path(local_path)
+
+
+def ensure_local_file(file_path_or_url: str | os.PathLike, **client_kwargs) -> tuple[str, bool]:
+    """SpikeLab 0.1.2's helper: ``(local path, is_temporary)`` for a local path or an
+    ``s3://`` URL (downloaded to a temporary file that the caller removes after use;
+    ``client_kwargs`` as for :func:`download_from_s3`).
+
+    A local path that does not exist raises FileNotFoundError.
+    """
+    if is_s3_url(file_path_or_url):
+        return str(download_from_s3(file_path_or_url, **client_kwargs)), True
+    path = os.fspath(file_path_or_url)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"File not found: {path}")
+    return path, False
 
 
 # ------------------------------------------------------------------ workflow locations

@@ -58,6 +58,52 @@ def test_raster_round_trip_keeps_counts_per_bin(tmp_path, case, bin_ms):
         assert np.all(np.abs(a - b) <= bin_ms)
 
 
+@pytest.mark.parametrize("n_units", [0, 2])
+def test_raster_of_a_recording_of_length_zero_without_spikes_has_no_bins(tmp_path, n_units):
+    sd = SpikeData([[] for _ in range(n_units)], length=0.0, start_time=-3.0)
+    path = tmp_path / "raster.h5"
+    export_spikedata_to_hdf5(sd, path, style="raster", raster_bin_size_ms=1.0)
+    with h5py.File(path) as f:
+        assert f["raster"].shape == (n_units, 0)  # as SpikeLab 0.1.2 writes it
+        assert f["raster"].chunks is None and f["raster"].compression is None
+    assert_same_trains(sd, load_spikedata_from_hdf5(path))
+
+
+def test_raster_of_length_zero_keeps_a_spike_at_its_start(tmp_path):
+    sd = SpikeData([[2.0], []], length=0.0, start_time=2.0)
+    path = tmp_path / "raster.h5"
+    export_spikedata_to_hdf5(sd, path, style="raster", raster_bin_size_ms=1.0)
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(f["raster"][()], [[1], [0]])
+    assert_same_trains(sd, load_spikedata_from_hdf5(path))
+
+
+ZERO_OR_EMPTY = {
+    "zero units": lambda: SpikeData([], length=7.0, start_time=3.0),
+    "zero units, length 0": lambda: SpikeData([], length=0.0, start_time=-4.0),
+    "all units empty": lambda: SpikeData([[], [], []], length=25.0, start_time=-5.0),
+    "all units empty, length 0": lambda: SpikeData([[], []], length=0.0),
+}
+
+
+@pytest.mark.parametrize("case", list(ZERO_OR_EMPTY))
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"style": "ragged", "spike_times_unit": "samples", "fs_Hz": FS},
+        {"style": "ragged", "spike_times_unit": "ms"},
+        {"style": "group"},
+        {"style": "paired", "times_unit": "s"},
+        {"style": "raster", "raster_bin_size_ms": 2.0},
+    ],
+    ids=lambda o: "-".join(str(v) for v in o.values()),
+)
+def test_zero_units_and_all_empty_units_keep_n_start_and_length(tmp_path, case, options):
+    sd = ZERO_OR_EMPTY[case]()
+    export_spikedata_to_hdf5(sd, tmp_path / "out.h5", **options)
+    assert_same_trains(sd, load_spikedata_from_hdf5(tmp_path / "out.h5"))
+
+
 def test_raster_uses_the_narrowest_count_dtype_and_is_chunked_and_compressed(tmp_path):
     rng = np.random.default_rng(1)
     sd = SpikeData([np.sort(rng.uniform(0, 60_000, 3000)) for _ in range(40)], length=60_000.0)
@@ -180,6 +226,34 @@ def test_raw_dataset_on_a_recording_without_raw_data_warns_and_skips(tmp_path):
         assert "raw" not in f
 
 
+def test_raw_data_of_no_channels_is_skipped_like_no_raw_data(tmp_path):
+    sd = SpikeData([[5.0]], length=20.0, raw_data=np.zeros((0, 10)), raw_time=np.arange(10.0))
+    path = tmp_path / "noraw.h5"
+    with pytest.warns(UserWarning, match="no raw_data"):
+        export_spikedata_to_hdf5(sd, path, raw_dataset="raw", raw_time_dataset="raw_time")
+    with h5py.File(path) as f:
+        assert "raw" not in f and "raw_time" not in f
+
+
+@pytest.mark.parametrize("raw_time", [None, np.arange(2.0)])
+def test_raw_data_whose_raw_time_was_unset_raises_before_any_file_exists(tmp_path, raw_time):
+    sd = SpikeData([[10.0, 20.0]], length=100.0)
+    sd.raw_data = np.array([[1.0, 2.0, 3.0]])  # set by hand, as SpikeLab's tests do
+    sd.raw_time = raw_time
+    path = tmp_path / "sub" / "raw.h5"
+    message = "raw_time is None" if raw_time is None else "raw_time has 2 times"
+    with pytest.raises(ExportError, match=message):
+        export_spikedata_to_hdf5(sd, path, raw_dataset="raw", raw_time_dataset="t")
+    assert not (tmp_path / "sub").exists()
+
+
+def test_length_and_metadata_overrides_on_load(tmp_path):
+    path = tmp_path / "x.h5"
+    export_spikedata_to_hdf5(SpikeData([[1.0]], length=2.0, metadata={"a": 1, "b": 2}), path)
+    back = load_spikedata_from_hdf5(path, metadata={"b": 3, "c": 4})
+    assert back.metadata == {"a": 1, "b": 3, "c": 4}
+
+
 def test_length_override_on_load(tmp_path):
     path = tmp_path / "x.h5"
     export_spikedata_to_hdf5(SpikeData([[1.0]], length=2.0), path)
@@ -190,6 +264,8 @@ def test_length_override_on_load(tmp_path):
     ("kwargs", "message"),
     [
         (dict(style="nope"), "unknown HDF5 style"),
+        (dict(style="nope"), "^Unknown style 'nope'"),  # SpikeLab 0.1.2's words
+        (dict(style=""), "^Unknown style ''"),
         (dict(style="raster"), "raster_bin_size_ms"),
         (dict(style="raster", raster_bin_size_ms=0), "raster_bin_size_ms"),
         (dict(style="raster", raster_bin_size_ms=-1.0), "raster_bin_size_ms"),

@@ -173,6 +173,61 @@ def test_units_without_electrodes_share_one_dummy_channel(tmp_path):
     assert "n_channels_dat = 1\n" in (tmp_path / "ks" / "params.py").read_text()
 
 
+def test_channels_follow_the_order_of_their_first_unit(tmp_path):
+    attrs = [{"electrode": e, "location": [float(e), 1.0]} for e in (5, 3, 5, 1)]
+    sd = SpikeData([[1.0], [2.0], [3.0], [4.0]], length=5.0, neuron_attributes=attrs)
+    _export(sd, tmp_path / "ks")
+    chan_map = np.load(tmp_path / "ks" / "channel_map.npy")
+    np.testing.assert_array_equal(chan_map, [5, 3, 1])  # one entry per channel, as Phy wants
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "ks" / "channel_positions.npy"), [[5, 1], [3, 1], [1, 1]]
+    )
+    table = (tmp_path / "ks" / "cluster_info.tsv").read_text().splitlines()
+    rows = list(csv.DictReader(table, delimiter="\t"))
+    assert [int(r["ch"]) for r in rows] == [0, 1, 0, 2]  # the unit's row in channel_map.npy
+    model = _phylib_model(tmp_path / "ks")
+    try:
+        np.testing.assert_array_equal(model.channel_mapping, [5, 3, 1])
+    finally:
+        model.close()
+
+
+def test_one_electrode_per_unit_gives_spikelabs_channel_map_unit_by_unit(tmp_path):
+    attrs = [{"electrode": 4}, {"electrode": 7}, {"electrode": 2}]
+    sd = SpikeData([[5.0, 10.0, 15.0], [2.5, 20.0], [8.0]], length=25.0, neuron_attributes=attrs)
+    sd.to_kilosort(tmp_path / "ks", fs_Hz=1000.0)
+    np.testing.assert_array_equal(np.load(tmp_path / "ks" / "channel_map.npy"), [4, 7, 2])
+
+
+def test_to_kilosort_takes_fs_from_the_metadata_unless_given(tmp_path):
+    sd = SpikeData([[15.0]], length=20.0, metadata={"fs_Hz": 1000.0})
+    sd.to_kilosort(tmp_path / "meta")
+    assert "sample_rate = 1000.0" in (tmp_path / "meta" / "params.py").read_text()
+    np.testing.assert_array_equal(np.load(tmp_path / "meta" / "spike_times.npy"), [15])
+    sd.to_kilosort(tmp_path / "given", fs_Hz=2000.0)
+    np.testing.assert_array_equal(np.load(tmp_path / "given" / "spike_times.npy"), [30])
+    with pytest.raises(ExportError, match=r"pass fs_Hz \(Hz\) or set metadata\['fs_Hz'\]"):
+        SpikeData([[15.0]], length=20.0).to_kilosort(tmp_path / "none")
+    with pytest.raises(ExportError, match=r"metadata\['fs_Hz'\]"):
+        SpikeData([[1.0]], metadata={"fs_Hz": "fast"}).to_kilosort(tmp_path / "bad")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["given", "meta"]
+
+
+@pytest.mark.parametrize(
+    "sd",
+    [
+        SpikeData([], length=7.0, start_time=3.0),
+        SpikeData([[], [], []], length=25.0, start_time=-5.0),
+        SpikeData([[], []], length=0.0),
+    ],
+    ids=["zero units", "all units empty", "all units empty, length 0"],
+)
+@pytest.mark.parametrize("time_unit", ["samples", "ms"])
+def test_zero_units_and_all_empty_units_keep_n_start_and_length(tmp_path, sd, time_unit):
+    _export(sd, tmp_path / "ks", time_unit=time_unit)
+    assert_same_trains(sd, load_spikedata_from_kilosort(tmp_path / "ks", time_unit=time_unit))
+
+
 def test_options_n_channels_dtype_and_dat_path_reach_params_py(tmp_path):
     _export(fixture("small"), tmp_path / "ks", n_channels=128, dtype="float32", dat_path="r.bin")
     text = (tmp_path / "ks" / "params.py").read_text()
@@ -495,6 +550,20 @@ def test_a_file_in_the_way_of_the_folder_raises_and_is_left_alone(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ks"]
 
 
+def test_a_file_in_the_way_is_also_the_file_exists_error_spikelab_raises(tmp_path):
+    (tmp_path / "ks").write_text("keep me")
+    with pytest.raises(FileExistsError, match="a file is in the way") as err:
+        _export(fixture("small"), tmp_path / "ks")
+    assert isinstance(err.value, ExportError)
+    assert (tmp_path / "ks").read_text() == "keep me"
+
+
+def test_an_unknown_time_unit_is_named_as_the_time_unit_argument(tmp_path):
+    with pytest.raises(ExportError, match=r"^time_unit must be one of ms, s, samples.*'us'"):
+        _export(fixture("small"), tmp_path / "ks", time_unit="us")
+    assert not any(tmp_path.iterdir())
+
+
 def test_failure_mid_export_keeps_the_old_folder_and_leaves_no_temporary(tmp_path, monkeypatch):
     _export(fixture("small"), tmp_path / "ks")
     before = {p.name: p.read_bytes() for p in (tmp_path / "ks").iterdir()}
@@ -534,6 +603,33 @@ def test_loader_reads_a_plain_kilosort_folder_without_our_side_file(tmp_path):
         longer = load_spikedata_from_kilosort(folder, 1000.0, length_ms=5000.0, start_time_ms=0)
     np.testing.assert_array_equal(longer.train[1], [30.0, 90.0])
     assert longer.length == 5000.0
+
+
+def test_cluster_info_tsv_keeps_good_and_mua_units_as_spikelab_does(tmp_path):
+    sd = fixture("small")
+    for i, group in ((2, "good"), (5, "mua"), (6, "noise")):
+        sd.neuron_attributes[i]["group"] = group
+    _export(sd, tmp_path / "ks")
+    back = load_spikedata_from_kilosort(tmp_path / "ks", cluster_info_tsv="cluster_info.tsv")
+    assert [a["cluster_id"] for a in back.neuron_attributes] == [2, 5]
+    for unit, i in enumerate([2, 5]):
+        np.testing.assert_allclose(back.train[unit], sd.train[i], atol=_half_sample())
+    assert (back.start_time, back.length) == (sd.start_time, sd.length)
+    every = load_spikedata_from_kilosort(
+        tmp_path / "ks", cluster_info_tsv="cluster_info.tsv", include_noise=True
+    )
+    assert every.N == sd.N
+    with pytest.warns(UserWarning, match="no such cluster table"):
+        assert load_spikedata_from_kilosort(tmp_path / "ks", cluster_info_tsv="x.tsv").N == sd.N
+
+
+def test_channel_map_file_arguments_are_accepted_and_not_read(tmp_path):
+    sd = fixture("small")
+    _export(sd, tmp_path / "ks")
+    assert load_spikedata_from_kilosort(tmp_path / "ks", channel_map_file="channel_map.npy").N == 8
+    with pytest.warns(UserWarning, match="channel_positions_file='p.npy' is not read"):
+        back = load_spikedata_from_kilosort(tmp_path / "ks", channel_positions_file="p.npy")
+    assert _attrs_without_cluster_id(back) == sd.neuron_attributes
 
 
 def test_params_py_is_parsed_never_executed(tmp_path):

@@ -258,3 +258,80 @@ def test_s3_flags_must_match_the_destination(tmp_path):
     with pytest.raises(ExportError, match="s3_upload=True"):
         export_to_pickle(SpikeData([[1.0]]), "s3://bucket/x.pkl")
     assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------ SpikeLab 0.1.2's hooks and errors
+def test_anything_but_a_spikedata_is_a_type_error_before_any_file_exists(tmp_path):
+    from spikelab.data_loaders.data_exporters import UnsupportedObjectError
+
+    with pytest.raises(TypeError, match="Expected a spikelab data object") as err:
+        export_to_pickle({"not": "spikedata"}, tmp_path / "sub" / "x.pkl")
+    assert isinstance(err.value, UnsupportedObjectError) and isinstance(err.value, ExportError)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_spikedata_that_fails_to_pickle_leaves_the_previous_file_intact(tmp_path):
+    path = tmp_path / "out.pkl"
+    export_to_pickle(SpikeData([[1.0]], length=2.0), path)
+    before = path.read_bytes()
+    with pytest.raises((pickle.PicklingError, TypeError, AttributeError)):
+        export_to_pickle(SpikeData([[1.0]], length=2.0, metadata={"f": lambda: None}), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pkl"]
+
+
+def test_pickle_dump_patched_through_the_exporters_module_is_used(tmp_path, monkeypatch):
+    from spikelab.data_loaders import data_exporters
+
+    path = tmp_path / "out.pkl"
+    export_to_pickle(SpikeData([[1.0]], length=2.0), path)
+    before = path.read_bytes()
+
+    def failing_dump(*args, **kwargs):
+        raise RuntimeError("simulated dump failure")
+
+    monkeypatch.setattr(data_exporters.pickle, "dump", failing_dump)
+    with pytest.raises(RuntimeError, match="simulated dump failure"):
+        data_exporters.export_to_pickle(SpikeData([[2.0]], length=2.0), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pkl"]
+
+
+@pytest.mark.parametrize("patched", ["s3_utils", "data_exporters"])
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_upload_can_be_replaced_where_spikelab_users_patch_it(monkeypatch, patched, fails):
+    from spikelab.data_loaders import data_exporters, s3_utils
+
+    sd = fixture("small")
+    calls = []
+
+    def fake_upload(local_path, s3_url, **credentials):
+        assert isinstance(local_path, str) and local_path.endswith(".pkl")
+        assert_same_trains(sd, load_spikedata_from_pickle(local_path))
+        calls.append((local_path, s3_url, credentials))
+        if fails:
+            raise RuntimeError("simulated upload failure")
+
+    monkeypatch.setattr(
+        {"s3_utils": s3_utils, "data_exporters": data_exporters}[patched],
+        "upload_to_s3",
+        fake_upload,
+    )
+    url = "s3://bucket/path/out.pkl"
+    if fails:
+        with pytest.raises(RuntimeError, match="simulated upload failure"):
+            data_exporters.export_to_pickle(sd, url, s3_upload=True, region_name="eu-west-1")
+    else:
+        assert (
+            data_exporters.export_to_pickle(sd, url, s3_upload=True, region_name="eu-west-1") == url
+        )
+    ((local, s3_url, credentials),) = calls
+    assert s3_url == url and credentials["region_name"] == "eu-west-1"
+    assert "endpoint_url" not in credentials  # passed only when given
+    assert not os.path.exists(local)  # the temporary file is gone, upload or not
+
+
+@pytest.mark.parametrize("target", ["/tmp/local_file.pkl", "https://example.com/file.pkl"])
+def test_s3_upload_to_something_else_names_the_s3_url_it_needs(target):
+    with pytest.raises(ExportError, match="needs an S3 URL"):
+        export_to_pickle(SpikeData([[1.0]]), target, s3_upload=True)

@@ -163,3 +163,34 @@ def test_an_endpoint_echoing_the_request_never_puts_a_key_id_in_an_error(tmp_pat
         assert not [t for t in texts if key_id in t or secret in t], texts
     finally:
         server.shutdown()
+
+
+def test_download_without_a_local_path_and_ensure_local_file_as_in_spikelab(bucket, tmp_path):
+    sd = SpikeData([[1.0, 2.0]], length=3.0)
+    url = export_to_pickle(sd, f"s3://{bucket}/d/x.pkl", s3_upload=True)
+    local = s3_utils.download_from_s3(url)
+    try:
+        assert local.suffix == ".pkl"
+        assert_same_trains(sd, load_spikedata_from_pickle(local))
+    finally:
+        local.unlink()
+    path, temporary = s3_utils.ensure_local_file(url)
+    try:
+        assert temporary and path != str(local)
+        assert_same_trains(sd, load_spikedata_from_pickle(path))
+    finally:
+        os.unlink(path)
+    export_to_pickle(sd, tmp_path / "here.pkl")
+    assert s3_utils.ensure_local_file(str(tmp_path / "here.pkl")) == (
+        str(tmp_path / "here.pkl"),
+        False,
+    )
+    with pytest.raises(FileNotFoundError):
+        s3_utils.ensure_local_file(str(tmp_path / "nope.pkl"))
+
+
+def test_a_failed_download_to_a_temporary_file_leaves_nothing(bucket, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(s3_utils.S3Error, match="missing.pkl"):
+        s3_utils.download_from_s3(f"s3://{bucket}/missing.pkl")
+    assert list(tmp_path.iterdir()) == []

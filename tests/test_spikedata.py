@@ -46,6 +46,15 @@ def test_constructor_rejects_inconsistent_data_with_a_clear_message(kwargs, mess
         SpikeData(train, **kwargs)
 
 
+def test_raw_data_of_no_channels_may_have_samples_as_in_spikelab():
+    sd = SpikeData([[5.0]], length=20.0, raw_data=np.zeros((0, 10)), raw_time=np.arange(10.0))
+    assert sd.raw_data.shape == (0, 10) and sd.raw_time.shape == (10,)
+    with pytest.raises(InvalidSpikeDataError, match="raw_time has 7 samples but raw_data has 10"):
+        SpikeData([[5.0]], raw_data=np.zeros((0, 10)), raw_time=np.arange(7.0))
+    with pytest.raises(InvalidSpikeDataError, match="raw_time has 7 samples but raw_data is empty"):
+        SpikeData([[5.0]], raw_time=np.arange(7.0))
+
+
 def test_negative_start_time_bounds_spikes():
     sd = SpikeData([[-150.0, 200.0]], start_time=-200.0, length=500.0)
     assert sd.end_time == 300.0

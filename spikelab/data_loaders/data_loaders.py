@@ -15,4 +15,9 @@ __all__ = [
     "load_spikedata_from_nwb",
     "load_spikedata_from_kilosort",
     "load_spikedata_from_pickle",
+    "load_from_pickle",
 ]
+
+#: SpikeLab 0.1.2's generic pickle loader; here the only object a pickle may hold is a
+#: SpikeData (read with the restricted loader), so it is :func:`load_spikedata_from_pickle`.
+load_from_pickle = load_spikedata_from_pickle

@@ -4,6 +4,7 @@ lazily). The implementation lives in :mod:`spikelab.s3`."""
 from spikelab.s3 import (
     S3Error,
     download_from_s3,
+    ensure_local_file,
     is_s3_url,
     make_client,
     parse_s3_url,
@@ -17,4 +18,5 @@ __all__ = [
     "make_client",
     "upload_to_s3",
     "download_from_s3",
+    "ensure_local_file",
 ]

@@ -26,7 +26,7 @@ import io
 import os
 import pickle
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from spikelab.spikedata.spikedata import (
 )
 
 __all__ = [
+    "UnsupportedObjectError",
     "UnsafePickleError",
     "SafeUnpickler",
     "ScanReport",
@@ -51,6 +52,11 @@ __all__ = [
     "export_to_pickle",
     "FORMAT",
 ]
+
+
+class UnsupportedObjectError(ExportError, TypeError):
+    """:func:`export_to_pickle` was given something other than a SpikeData: an ExportError
+    that is also the ``TypeError`` SpikeLab 0.1.2 raises."""
 
 
 # ------------------------------------------------------------------------------ the loader
@@ -253,18 +259,27 @@ def export_to_pickle(
     aws_session_token: str | None = None,
     region_name: str | None = None,
     endpoint_url: str | None = None,
+    uploader: Callable[..., Any] | None = None,
 ) -> str:
-    """Pickle ``obj`` atomically to ``filepath`` and return the path (or the ``s3://`` URL).
+    """Pickle the SpikeData ``obj`` atomically to ``filepath`` and return the path (or the
+    ``s3://`` URL).
 
     Local files are written to a temporary name and renamed, so a failed dump leaves any
     previous file intact. With ``s3_upload=True``, ``filepath`` is an ``s3://bucket/key`` URL:
     the object is pickled to a local temporary file, uploaded (multipart for large files) and
-    the temporary file removed. Credentials default to boto3's chain (environment, shared
-    files, instance role); ``endpoint_url`` (or ``AWS_ENDPOINT_URL``) selects an S3-compatible
-    store. ``protocol`` defaults to ``pickle.HIGHEST_PROTOCOL``.
+    the temporary file removed, whether the upload succeeds or not. Credentials default to
+    boto3's chain (environment, shared files, instance role); ``endpoint_url`` (or
+    ``AWS_ENDPOINT_URL``) selects an S3-compatible store. ``protocol`` defaults to
+    ``pickle.HIGHEST_PROTOCOL``. ``uploader(local_path: str, url, **credentials)`` replaces
+    :func:`spikelab.s3.upload_to_s3` for the upload (``endpoint_url`` is passed only when
+    given). Anything but a SpikeData raises :class:`UnsupportedObjectError` (a TypeError).
     """
     from spikelab import s3 as s3_utils
 
+    if not isinstance(obj, SpikeData):
+        raise UnsupportedObjectError(
+            f"Expected a spikelab data object (SpikeData), got {type(obj).__name__}"
+        )
     if protocol is None:
         protocol = pickle.HIGHEST_PROTOCOL
     if (
@@ -278,7 +293,9 @@ def export_to_pickle(
     target = os.fspath(filepath)
     remote = s3_utils.is_s3_url(target)
     if s3_upload and not remote:
-        raise ExportError(f"s3_upload=True needs an s3://bucket/key destination, got {target!r}")
+        raise ExportError(
+            f"s3_upload=True needs an S3 URL (s3://bucket/key) as filepath, got {target!r}"
+        )
     if remote and not s3_upload:
         raise ExportError(f"{target}: writing to an s3:// URL needs s3_upload=True")
     if not remote:
@@ -289,15 +306,15 @@ def export_to_pickle(
     with tempfile.TemporaryDirectory(prefix="spikelab-upload-") as tmp:
         local = Path(tmp) / "upload.pkl"
         _dump(obj, local, protocol)
-        s3_utils.upload_to_s3(
-            local,
-            target,
+        credentials = dict(
             aws_access_key_id=aws_access_key_id,
             aws_secret_access_key=aws_secret_access_key,
             aws_session_token=aws_session_token,
             region_name=region_name,
-            endpoint_url=endpoint_url,
         )
+        if endpoint_url is not None:
+            credentials["endpoint_url"] = endpoint_url
+        (uploader or s3_utils.upload_to_s3)(str(local), target, **credentials)
     return target
 
 
@@ -312,7 +329,11 @@ class PickleFormat(Format):
     resources = ResourceModel(base_mem_mb=300)
 
     def writer(self):
-        return export_to_pickle
+        # The public function (spikelab.data_loaders.data_exporters.export_to_pickle): it
+        # uploads through that module's upload_to_s3, which callers may replace, as in SpikeLab.
+        from spikelab.data_loaders.data_exporters import export_to_pickle as public
+
+        return public
 
     def reader(self):
         return load_spikedata_from_pickle

@@ -224,13 +224,14 @@ class SpikeData:
         if rt.size and rt.dtype.kind not in "iuf":
             raise InvalidSpikeDataError(f"raw_time must be numeric (ms), got dtype {rt.dtype}")
         rt = rt.astype(np.float64, copy=False).reshape(-1)
-        if raw.size and rt.size != raw.shape[1]:
+        # raw_data of no channels may still have samples (shape (0, T)), as SpikeLab allows
+        if rt.size != raw.shape[1] and (raw.size or rt.size):
+            if raw.shape[1] == 0:
+                raise InvalidSpikeDataError(f"raw_time has {rt.size} samples but raw_data is empty")
             raise InvalidSpikeDataError(
                 f"raw_time has {rt.size} samples but raw_data has {raw.shape[1]} "
                 "(raw_data is channels x samples)"
             )
-        if not raw.size and rt.size:
-            raise InvalidSpikeDataError(f"raw_time has {rt.size} samples but raw_data is empty")
         d["raw_data"], d["raw_time"] = raw, rt
 
     # ---------------------------------------------------------------- properties
@@ -344,10 +345,23 @@ class SpikeData:
 
         return export_spikedata_to_nwb(self, filepath, **kwargs)
 
-    def to_kilosort(self, folder, fs_Hz: float, **kwargs):
-        """Write a KiloSort/Phy folder; see ``data_exporters.export_spikedata_to_kilosort``."""
-        from spikelab.data_loaders.data_exporters import export_spikedata_to_kilosort
+    def to_kilosort(self, folder, fs_Hz: float | None = None, **kwargs):
+        """Write a KiloSort/Phy folder; see ``data_exporters.export_spikedata_to_kilosort``.
 
+        ``fs_Hz`` (Hz) defaults to ``metadata["fs_Hz"]`` (as the workflow does); without
+        either, ExportError before anything is written.
+        """
+        from spikelab.data_loaders.data_exporters import export_spikedata_to_kilosort
+        from spikelab.formats.errors import ExportError
+        from spikelab.formats.time_units import check_fs
+
+        if fs_Hz is None:
+            fs_Hz = self.metadata.get("fs_Hz")
+            if fs_Hz is None:
+                raise ExportError(
+                    "to_kilosort needs the sampling rate: pass fs_Hz (Hz) or set metadata['fs_Hz']"
+                )
+            fs_Hz = check_fs(fs_Hz, what="metadata['fs_Hz']")
         return export_spikedata_to_kilosort(self, folder, fs_Hz=fs_Hz, **kwargs)
 
     def to_pickle(self, filepath, **kwargs) -> str:

@@ -10,6 +10,8 @@
             (``"0"``, ``"1"``, ... ; loaders sort them numerically), times in ``group_time_unit``.
 ``paired``  parallel ``idces`` (unit index) and ``times`` (in ``times_unit``), unit-major.
 
+A recording of length 0 without spikes gives a raster of ``(N, 0)``.
+
 Every file carries the attributes ``start_time`` (ms), ``length_ms``, ``N``,
 ``spikelab_style`` and, as JSON strings, ``metadata_json`` and ``neuron_attributes_json``;
 every time dataset carries ``unit`` (and ``fs_Hz`` for samples).

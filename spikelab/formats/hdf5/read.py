@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,7 @@ def load_spikedata_from_hdf5(
     raw_time_unit: str | None = None,
     length_ms: float | None = None,
     start_time_ms: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> SpikeData:
     """Read SpikeData (times in ms) from an HDF5 file written in any of the four styles.
 
@@ -93,7 +95,8 @@ def load_spikedata_from_hdf5(
     A unit left as None is read from the dataset's ``unit`` attribute, else it takes the
     exporter's default (s for ragged and group, ms for paired and raw time); a unit given
     that contradicts the file's attribute is an error. ``fs_Hz`` (Hz) is needed for samples
-    unless the file records it. ``length_ms``/``start_time_ms`` override the file's values.
+    unless the file records it. ``length_ms``/``start_time_ms`` override the file's values;
+    ``metadata`` entries are added to (and override) the file's metadata.
     Raster files give each spike the left edge of its bin.
 
     The file is untrusted (see :mod:`~spikelab.formats.strict_hdf5`): only a regular file is
@@ -104,6 +107,7 @@ def load_spikedata_from_hdf5(
     file, a LoadError naming the file (and the dataset or attribute).
     """
     path = os.fspath(filepath)
+    extra_metadata = dict(metadata or {})
     asked = {
         "raster": raster_dataset is not None,
         "ragged": spike_times_dataset is not None or spike_times_index_dataset is not None,
@@ -196,6 +200,7 @@ def load_spikedata_from_hdf5(
             raise LoadError(
                 f"{path}: metadata_json must be a JSON object, got {type(metadata).__name__}"
             )
+        metadata.update(extra_metadata)
         neuron_attributes = h5.text_attr(f, "neuron_attributes_json")
         if neuron_attributes is not None:
             neuron_attributes = parse_json(neuron_attributes, path, "neuron_attributes_json")

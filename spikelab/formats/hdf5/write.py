@@ -53,6 +53,22 @@ def _check_bin_size(raster_bin_size_ms: Any) -> float:
     return b
 
 
+def _check_raw_time(sd: SpikeData) -> None:
+    """ExportError unless ``sd.raw_time`` holds one time (ms) per sample of ``sd.raw_data``
+    (an attribute set by hand may be None or of another length)."""
+    samples = np.shape(sd.raw_data)[-1]
+    if sd.raw_time is None:
+        raise ExportError(
+            f"raw_time_dataset asked for and the recording has raw_data ({samples} samples), "
+            "but its raw_time is None: set raw_time (ms, one per sample) or leave "
+            "raw_time_dataset None"
+        )
+    if np.size(sd.raw_time) != samples:
+        raise ExportError(
+            f"raw_time has {np.size(sd.raw_time)} times but raw_data has {samples} samples"
+        )
+
+
 def _count_dtype(max_count: int) -> np.dtype:
     for dt in (np.uint8, np.uint16, np.uint32):
         if max_count <= np.iinfo(dt).max:
@@ -69,9 +85,12 @@ def _unit_bins(train: np.ndarray, start_time: float, bin_ms: float, n_bins: int)
 
 
 def _raster_shape(sd: SpikeData, bin_ms: float, max_cells: int) -> int:
-    """Bins per unit of the raster (as ``sd.n_bins``), or ExportError when ``N x bins``
-    exceeds ``max_cells``."""
+    """Bins per unit of the raster (as ``sd.n_bins``, except 0 for a recording of length 0
+    without spikes, as SpikeLab writes), or ExportError when ``N x bins`` exceeds
+    ``max_cells``."""
     length = float(sd.length)
+    if length == 0 and not any(t.size for t in sd.train):
+        return 0
     bins = length / bin_ms if length > 0 else 1.0
     n_bins = max(1, math.ceil(bins)) if math.isfinite(bins) else math.inf
     cells = max(sd.N, 1) * n_bins  # an empty raster still has its bins
@@ -192,17 +211,18 @@ def _write_raster(
         return _unit_bins(sd.train[unit], sd.start_time, bin_ms, n_bins)
 
     dtype = np.dtype(dtype)
-    rows_per_block = max(1, min(sd.N, layout.RASTER_BLOCK_BYTES // (n_bins * dtype.itemsize)))
+    rows_per_block = max(1, min(sd.N, layout.RASTER_BLOCK_BYTES // max(1, n_bins * dtype.itemsize)))
     chunk_rows = max(1, min(rows_per_block, 64, sd.N))
     chunk_cols = max(1, min(n_bins, (1 << 20) // (chunk_rows * dtype.itemsize)))
+    cells = sd.N * n_bins  # an empty raster is neither chunked nor compressed
     dset = f.create_dataset(
         name,
         shape=(sd.N, n_bins),
         dtype=dtype,
-        chunks=(chunk_rows, chunk_cols) if sd.N else None,
-        compression=compression if sd.N else None,
-        compression_opts=compression_opts if sd.N and compression else None,
-        shuffle=bool(compression) and dtype.itemsize > 1 and sd.N > 0,
+        chunks=(chunk_rows, chunk_cols) if cells else None,
+        compression=compression if cells else None,
+        compression_opts=compression_opts if cells and compression else None,
+        shuffle=bool(compression) and dtype.itemsize > 1 and cells > 0,
     )
     rows_per_block = max(chunk_rows, rows_per_block // chunk_rows * chunk_rows)
     cols = n_bins  # a row longer than a block is written in column blocks of whole chunks
@@ -210,7 +230,7 @@ def _write_raster(
         cols = max(
             chunk_cols, layout.RASTER_BLOCK_BYTES // dtype.itemsize // chunk_cols * chunk_cols
         )
-    for u0 in range(0, sd.N, rows_per_block):
+    for u0 in range(0, sd.N if n_bins else 0, rows_per_block):
         u1 = min(sd.N, u0 + rows_per_block)
         if cols == n_bins:  # whole rows (the bins are dropped as soon as they are merged)
             _write_raster_block(dset, u0, 0, [bins_of(i) for i in range(u0, u1)], n_bins, dtype)
@@ -293,7 +313,9 @@ def export_spikedata_to_hdf5(
     if not isinstance(sd, SpikeData):
         raise ExportError(f"expected a SpikeData, got {type(sd).__name__}")
     if not isinstance(style, str) or style.lower() not in HDF5_STYLES:
-        raise ExportError(f"unknown HDF5 style {style!r}; choose one of {', '.join(HDF5_STYLES)}")
+        raise ExportError(
+            f"Unknown style {style!r} (unknown HDF5 style; choose one of {', '.join(HDF5_STYLES)})"
+        )
     style = style.lower()
     if style == "raster":
         bin_ms = _check_bin_size(raster_bin_size_ms)
@@ -345,15 +367,17 @@ def export_spikedata_to_hdf5(
         if raw_time_dataset is not None:
             _check_name(raw_time_dataset, "raw_time_dataset")
             raw_fs = check_time_unit(raw_time_unit, fs_Hz, what="raw_time_unit")
-        if sd.raw_data.size == 0:
+        if sd.raw_data is None or np.size(sd.raw_data) == 0:
             warnings.warn(
                 f"{os.fspath(filepath)}: raw_dataset={raw_dataset!r} asked for, but the "
                 "recording has no raw_data; no raw traces written",
                 stacklevel=2,
             )
             write_raw = False
-        elif raw_time_dataset is not None and raw_time_unit == "samples":
-            check_times_fit(sd.raw_time, raw_fs, what="raw_time_unit", where="raw_time")
+        elif raw_time_dataset is not None:
+            _check_raw_time(sd)
+            if raw_time_unit == "samples":
+                check_times_fit(sd.raw_time, raw_fs, what="raw_time_unit", where="raw_time")
     elif raw_time_dataset is not None:
         raise ExportError("raw_time_dataset needs raw_dataset as well")
 

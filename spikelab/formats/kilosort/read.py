@@ -48,6 +48,10 @@ def load_spikedata_from_kilosort(
     time_unit: str = "samples",
     length_ms: float | None = None,
     start_time_ms: float | None = None,
+    cluster_info_tsv: str | None = None,
+    include_noise: bool = False,
+    channel_map_file: str = "channel_map.npy",
+    channel_positions_file: str = "channel_positions.npy",
 ):
     """Read a KiloSort/Phy folder as SpikeData (times in ms).
 
@@ -66,6 +70,16 @@ def load_spikedata_from_kilosort(
     length_ms, start_time_ms : float, optional
         Override the recording length and start (ms). Default: from ``spikelab.json`` when the
         folder has one, else start 0 ms and length up to the last spike.
+    cluster_info_tsv : str, optional
+        As in SpikeLab 0.1.2: a cluster table (path relative to ``folder``) whose ``group``
+        (else ``KSLabel``) column selects the units: only clusters labelled good, mua or
+        "mua good" are kept, or every cluster the table lists with ``include_noise=True``. A
+        missing table warns and keeps every unit. Default: keep every unit.
+    include_noise : bool
+        With ``cluster_info_tsv``, keep every cluster it lists whatever its label.
+    channel_map_file, channel_positions_file : str
+        Accepted for SpikeLab 0.1.2's signature and not read (a value other than the default
+        warns): electrodes and locations come from ``spikelab.json`` or the cluster table.
 
     Units follow cluster_info.tsv (else cluster_group.tsv, else sorted cluster ids); clusters
     with spikes but no row are appended. Each unit's ``neuron_attributes`` hold its
@@ -91,8 +105,19 @@ def load_spikedata_from_kilosort(
         raise LoadError(
             f"{folder}: time_unit must be one of {', '.join(TIME_UNITS)}; got {time_unit!r}"
         )
+    for name, value, default in (
+        ("channel_map_file", channel_map_file, "channel_map.npy"),
+        ("channel_positions_file", channel_positions_file, "channel_positions.npy"),
+    ):
+        if value != default:
+            warnings.warn(
+                f"{folder}: {name}={value!r} is not read (electrodes and locations come from "
+                f"{SIDE_FILE} or the cluster table)",
+                UserWarning,
+                stacklevel=2,
+            )
     with loader_boundary(str(folder)):
-        return _load(
+        sd = _load(
             folder,
             fs_Hz,
             spike_times_file,
@@ -101,6 +126,9 @@ def load_spikedata_from_kilosort(
             length_ms,
             start_time_ms,
         )
+        if cluster_info_tsv is not None:
+            sd = _select_units(sd, folder, cluster_info_tsv, include_noise)
+        return sd
 
 
 def _load(
@@ -389,9 +417,48 @@ def _as_ids(values: np.ndarray, path: Path) -> np.ndarray:
     return values.astype(np.int64, copy=False)
 
 
-def _read_cluster_table(folder: Path) -> list[dict[str, Any]]:
-    """Rows of cluster_info.tsv (else cluster_group.tsv) with numbers converted, in file order."""
-    for name in ("cluster_info.tsv", "cluster_group.tsv"):
+def _select_units(sd, folder: Path, table_name: str, include_noise: bool):
+    """``sd`` with only the units that ``table_name`` labels good or mua (every unit it lists
+    with ``include_noise``), as SpikeLab 0.1.2's ``cluster_info_tsv`` selects them."""
+    if not regular_or_absent(folder / table_name):
+        warnings.warn(
+            f"{folder / table_name}: no such cluster table; every unit is kept",
+            UserWarning,
+            stacklevel=3,
+        )
+        return sd
+    rows = _read_cluster_table(folder, (table_name,))
+    column = next((c for c in ("group", "KSLabel") if any(c in r for r in rows)), None)
+    if include_noise:
+        keep = {r["cluster_id"] for r in rows}
+    elif column is None:
+        warnings.warn(
+            f"{folder / table_name}: no group or KSLabel column; every unit is kept",
+            UserWarning,
+            stacklevel=3,
+        )
+        return sd
+    else:
+        good = {"good", "mua", "mua good"}
+        keep = {r["cluster_id"] for r in rows if str(r.get(column, "")).lower() in good}
+    ids = [a["cluster_id"] for a in sd.neuron_attributes]
+    chosen = [i for i, c in enumerate(ids) if c in keep]
+    return spikedata_or_load_error(
+        f"{folder}: invalid spike data",
+        [sd.train[i] for i in chosen],
+        start_time=sd.start_time,
+        length=sd.length,
+        neuron_attributes=[sd.neuron_attributes[i] for i in chosen],
+        metadata=sd.metadata,
+    )
+
+
+def _read_cluster_table(
+    folder: Path, names: tuple[str, ...] = ("cluster_info.tsv", "cluster_group.tsv")
+) -> list[dict[str, Any]]:
+    """Rows of the first table of ``names`` in ``folder`` (cluster_info.tsv, else
+    cluster_group.tsv) with numbers converted, in file order."""
+    for name in names:
         path = folder / name
         if regular_or_absent(path):
             break

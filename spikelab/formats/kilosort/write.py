@@ -32,16 +32,22 @@ from spikelab.formats.kilosort.layout import FIXED_FILES, RESERVED_COLUMNS, SIDE
 from spikelab.formats.metadata import json_safe
 from spikelab.formats.time_order import ascending_trains, time_ordered
 from spikelab.formats.time_units import (
+    TIME_UNITS,
     check_fs,
     check_samples_fit,
     check_time_unit,
     check_times_fit,
 )
 
-__all__ = ["export_spikedata_to_kilosort"]
+__all__ = ["export_spikedata_to_kilosort", "FolderInTheWayError"]
 
 _MAX_CLUSTER_ID = 2**31 - 1  # phylib holds cluster ids as int32
 _CHUNK = 1 << 20  # spikes per chunk when writing constant or derived columns
+
+
+class FolderInTheWayError(OutputInTheWayError, FileExistsError):
+    """A file stands where the output folder goes (it is left alone): an
+    :class:`OutputInTheWayError` that is also the ``FileExistsError`` SpikeLab 0.1.2 raises."""
 
 
 def export_spikedata_to_kilosort(
@@ -64,7 +70,8 @@ def export_spikedata_to_kilosort(
     sd : SpikeData
         Spike times in ms.
     folder : path
-        Output folder; replaced atomically (a file in its place raises ExportError).
+        Output folder; replaced atomically (a file in its place raises
+        FolderInTheWayError: an ExportError and a FileExistsError).
     fs_Hz : float
         Sampling rate (Hz) used for samples and written as ``sample_rate`` in params.py.
     spike_times_file, spike_clusters_file : str
@@ -89,13 +96,20 @@ def export_spikedata_to_kilosort(
         Raw-data path written to params.py; the default ``''`` means "no raw data", which
         phylib and SpikeInterface accept.
 
-    Channels are the distinct ``sd.electrodes`` (channel_map holds the electrode numbers,
-    channel_positions the x, y location (um) of the first unit on each). When electrodes are
+    Channels are the distinct ``sd.electrodes`` in the order of the first unit on each
+    (channel_map holds the electrode numbers, one per channel, so with one electrode per unit
+    it lists them unit by unit as SpikeLab 0.1.2 does; channel_positions holds the x, y
+    location (um) of the first unit on each). When electrodes are
     unknown (or negative) a single dummy channel 0 at (0, 0) is written, since phylib needs
     at least one. A ``start_time`` other than 0 ms warns (Phy has no start time); raw data
     is not written. Returns the paths of the spike times and spike clusters files.
     """
     fs = check_fs(fs_Hz)
+    if time_unit not in TIME_UNITS:
+        raise ExportError(
+            f"time_unit must be one of {', '.join(TIME_UNITS)} (the time unit of "
+            f"spike_times_file); got {time_unit!r}"
+        )
     check_time_unit(time_unit, fs)
     times_name = _check_file_name(spike_times_file, "spike_times_file")
     clusters_name = _check_file_name(spike_clusters_file, "spike_clusters_file")
@@ -124,7 +138,7 @@ def export_spikedata_to_kilosort(
         n_chan_dat = int(n_channels)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise OutputInTheWayError(f"{folder}: a file is in the way of the output folder")
+        raise FolderInTheWayError(f"{folder}: a file is in the way of the output folder")
 
     start_ms, length_ms = float(sd.start_time), float(sd.length)
     offset = 0
@@ -246,7 +260,12 @@ def _channels(sd, n_units: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     electrodes = sd.electrodes if n_units else None
     if electrodes is None or (electrodes.size and electrodes.min() < 0):
         return np.zeros(1, np.int64), np.zeros((1, 2)), np.zeros(n_units, np.int64)
-    chan_map, first_unit, unit_chan = np.unique(electrodes, return_index=True, return_inverse=True)
+    uniq, first_unit, inverse = np.unique(electrodes, return_index=True, return_inverse=True)
+    order = np.argsort(first_unit)  # channels in the order their first unit comes
+    chan_map, first_unit = uniq[order], first_unit[order]
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    unit_chan = rank[inverse.reshape(-1)]
     locs = sd.unit_locations
     if locs is None or locs.shape[1] == 0:
         pos = np.c_[np.zeros(chan_map.size), np.arange(chan_map.size, dtype=np.float64)]
