@@ -22,7 +22,8 @@ TARGET_PASSED = 76  # of the 80 tests of SpikeData exporters
 def test_spikelab_0_1_2_exporter_tests_pass_against_this_package(tmp_path):
     theirs = sdist() / "tests" / "test_dataexporters.py"
     shutil.copy(theirs, tmp_path / "test_dataexporters.py")  # run outside our tests folder
-    env = {**os.environ, "PYTHONPATH": str(HERE)}  # finds the plugin; spikelab is ours
+    # this checkout's spikelab first (not an editable install's), then the plugin
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
     proc = subprocess.run(
         [
             sys.executable,
