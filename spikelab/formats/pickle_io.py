@@ -329,11 +329,7 @@ class PickleFormat(Format):
     resources = ResourceModel(base_mem_mb=300)
 
     def writer(self):
-        # The public function (spikelab.data_loaders.data_exporters.export_to_pickle): it
-        # uploads through that module's upload_to_s3, which callers may replace, as in SpikeLab.
-        from spikelab.data_loaders.data_exporters import export_to_pickle as public
-
-        return public
+        return export_to_pickle
 
     def reader(self):
         return load_spikedata_from_pickle
