@@ -152,13 +152,16 @@ def test_fixture_exports_validate_against_the_nwb_schema(tmp_path, name):
     roundtrip_both_readers(fixture(name), path)
 
 
-def test_zero_units_and_all_empty_units_write_no_units_table(tmp_path):
+def test_zero_units_and_all_empty_units_write_an_empty_units_table(tmp_path):
     for case in ("zero_units", "all_units_empty"):
-        path = export(SYNTHETIC[case], tmp_path / f"{case}.nwb")
+        sd = SYNTHETIC[case]
+        path = export(sd, tmp_path / f"{case}.nwb")
         with h5py.File(path, "r") as f:
-            assert "units" not in f
+            assert f["units/spike_times"].shape == (0,)
+            np.testing.assert_array_equal(f["units/spike_times_index"][()], np.zeros(sd.N))
+            np.testing.assert_array_equal(f["units/id"][()], np.arange(sd.N))
             state = json.loads(f["scratch/spikelab"][()])
-        assert state["N"] == SYNTHETIC[case].N
+        assert state["N"] == sd.N
 
 
 def test_units_table_holds_ids_names_resolution_intervals_and_electrode_rows(tmp_path):
@@ -186,6 +189,52 @@ def test_units_table_holds_ids_names_resolution_intervals_and_electrode_rows(tmp
         region_index = units["electrodes"]  # the VectorIndex over the DynamicTableRegion
         assert list(region_index.target.data[:]) == [i // 2 for i in range(12)]
         assert list(region_index.data[:]) == list(range(1, 13))
+
+
+def test_electrodes_table_has_a_row_per_id_up_to_the_largest_so_rows_are_electrode_ids(tmp_path):
+    from pynwb import NWBHDF5IO
+
+    sd = fixture("small")  # electrodes 1, 11, ..., 71 with (x, y) locations
+    path = export(sd, tmp_path / "small.nwb")
+    with NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        table = nwb.electrodes
+        assert list(table.id[:]) == list(range(72))
+        region = nwb.units["electrodes"].target
+        assert list(region.data[:]) == list(sd.electrodes)  # row index == electrode id
+        for axis, column in enumerate(("rel_x", "rel_y")):
+            values = table[column].data[:]
+            np.testing.assert_array_equal(values[sd.electrodes], sd.unit_locations[:, axis])
+            assert np.isnan(np.delete(values, sd.electrodes)).all()  # no unit there
+        assert "x" not in table.colnames  # NWB's x/y/z are brain coordinates
+
+
+@pytest.mark.parametrize("ids", [[70000, 5, 70000], [-1, 4, 2]])
+def test_electrode_ids_beyond_the_dense_range_get_one_row_per_distinct_id(tmp_path, ids):
+    from pynwb import NWBHDF5IO
+
+    attrs = [{"electrode": e, "location": [float(i), 0.0]} for i, e in enumerate(ids)]
+    sd = SpikeData([[1.0]] * 3, length=2.0, neuron_attributes=attrs, metadata={"fs_Hz": 1e4})
+    path = export(sd, tmp_path / "sparse.nwb")
+    assert schema_errors(path) == []
+    with NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        assert list(nwb.electrodes.id[:]) == sorted(set(ids))
+        rows = nwb.units["electrodes"].target.data[:]
+        assert [nwb.electrodes.id[r] for r in rows] == ids
+    roundtrip_both_readers(sd, path)
+
+
+def test_root_attributes_hold_start_and_length_for_spikelab_0_1_2_in_nwb_time(tmp_path):
+    for name, start in (("small", 0.0), ("neg_start", 0.0)):  # neg_start: shifted to NWB time
+        sd = fixture(name)
+        path = export(sd, tmp_path / f"{name}.nwb")
+        with h5py.File(path, "r") as f:
+            assert (f.attrs["start_time"], f.attrs["length_ms"]) == (start, sd.length)
+        assert schema_errors(path) == []
+    later = SpikeData([[150.0]], start_time=100.0, length=60.0, metadata={"fs_Hz": 1e4})
+    with h5py.File(export(later, tmp_path / "later.nwb"), "r") as f:
+        assert (f.attrs["start_time"], f.attrs["length_ms"]) == (100.0, 60.0)
 
 
 def test_negative_start_time_is_shifted_so_nwb_times_are_not_negative(tmp_path):
