@@ -18,6 +18,7 @@ import pytest
 
 from spikelab.formats.errors import ExportError, LoadError
 from spikelab.formats.nwb import export_spikedata_to_nwb, load_spikedata_from_nwb
+from spikelab.formats.nwb.options import SessionStartUnknownWarning
 from spikelab.formats.pickle_io import load_spikedata_from_pickle
 from spikelab.spikedata import SpikeData
 
@@ -32,9 +33,11 @@ def fixture(name: str) -> SpikeData:
 
 
 def export(sd: SpikeData, path: Path, **kwargs) -> Path:
-    """Export; the 'sampling rate unknown' warning is pinned in its own test."""
+    """Export; the 'sampling rate unknown' and placeholder session start warnings are pinned in
+    their own tests."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*sampling rate unknown", category=UserWarning)
+        warnings.filterwarnings("ignore", category=SessionStartUnknownWarning)
         export_spikedata_to_nwb(sd, path, **kwargs)
     return path
 
@@ -348,7 +351,71 @@ def test_session_start_time_from_keyword_else_metadata_else_default(tmp_path):
     sd_iso = SpikeData([[1.0]], length=2.0, metadata={"session_start_time": START})
     assert start(export(sd_iso, tmp_path / "iso.nwb")) == datetime.fromisoformat(START)
     plain = SpikeData([[1.0]], length=2.0)
-    assert start(export(plain, tmp_path / "default.nwb")) == datetime(1970, 1, 1, tzinfo=UTC)
+    with pytest.warns(SessionStartUnknownWarning, match="placeholder 2000-01-01T00:00:00"):
+        export_spikedata_to_nwb(plain, tmp_path / "default.nwb", fs_Hz=1e4)
+    assert start(tmp_path / "default.nwb") == datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def test_unknown_session_start_is_a_placeholder_said_so_in_notes_session_id_and_a_warning(
+    tmp_path,
+):
+    from nwbinspector import inspect_nwbfile, load_config
+    from pynwb import NWBHDF5IO
+
+    sd = SpikeData([[1.0, 2.5]], length=3.0, metadata={"fs_Hz": 1e4, "origin": "bench"})
+    path = tmp_path / "rec_start_time_7.nwb"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_spikedata_to_nwb(sd, path, **SUBJECT)
+    (warning,) = [w for w in caught if issubclass(w.category, UserWarning)]
+    assert warning.category is SessionStartUnknownWarning
+    assert "placeholder 2000-01-01T00:00:00+00:00" in str(warning.message)
+    # SpikeLab 0.1.2's tests refuse any export warning that says "start_time" (and a path may)
+    assert "start_time" not in str(warning.message) and str(path) not in str(warning.message)
+    with NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        assert nwb.session_start_time == datetime(2000, 1, 1, tzinfo=UTC)
+        assert nwb.notes.startswith("session_start_time is a placeholder (2000-01-01T00:00:00")
+        assert nwb.session_id == "rec_start_time_7"
+    for config in (None, load_config("dandi")):
+        checks = {m.check_function_name for m in inspect_nwbfile(nwbfile_path=path, config=config)}
+        assert not {c for c in checks if c.startswith("check_session_start_time")}
+    assert load_spikedata_from_nwb(path).metadata == sd.metadata  # nothing added on reading
+
+    dated = export(sd, tmp_path / "dated.nwb", session_start_time=START)
+    with NWBHDF5IO(str(dated), "r") as io:
+        nwb = io.read()
+        assert (nwb.notes, nwb.session_id) == (None, None)
+
+
+def _content(path: Path) -> dict:
+    """Every attribute and dataset value of an HDF5 file, but the object ids and the creation
+    date (and references, whose bytes are file addresses): what must not change between runs."""
+    out = {}
+
+    def canonical(value):
+        value = np.asarray(value)
+        return repr(value.tolist()) if value.dtype.kind == "O" else value.tobytes()
+
+    def visit(name, obj):
+        for key, value in obj.attrs.items():
+            if key != "object_id" and not isinstance(value, h5py.Reference):
+                out[f"{name}@{key}"] = canonical(value)
+        if isinstance(obj, h5py.Dataset) and name != "file_create_date":
+            if obj.dtype.kind != "O" or h5py.check_string_dtype(obj.dtype):
+                out[name] = canonical(obj[()])
+
+    with h5py.File(path, "r") as f:
+        visit("/", f)
+        f.visititems(visit)
+    return out
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_same_recording_and_options_give_the_same_file_content(tmp_path, name):
+    a = export(fixture(name), tmp_path / "a" / f"{name}.nwb")  # no session start: placeholder
+    b = export(fixture(name), tmp_path / "b" / f"{name}.nwb")
+    assert _content(a) == _content(b)
 
 
 def test_subject_lab_institution_and_experimenter_are_written(tmp_path):

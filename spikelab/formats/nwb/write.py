@@ -18,6 +18,9 @@
   ``neuron_attributes`` (both passed through ``json_safe``: tuples and arrays come back as lists).
 - Root attributes ``start_time`` and ``length_ms`` (ms, in NWB time, see below): what SpikeLab
   0.1.2's NWB loader reads for the recording's start and length (NWB readers ignore them).
+- ``session_start_time``: the keyword, else ``metadata["session_start_time"]``, else the
+  placeholder 2000-01-01T00:00:00+00:00, which the file's ``notes`` and a
+  SessionStartUnknownWarning call a placeholder; the file's name is then its ``session_id``.
 
 NWB times must not be negative, so when ``start_time`` < 0 every time is shifted:
 ``t_nwb [s] = (t_ms - time_offset_ms) / 1000`` with ``time_offset_ms = min(start_time, 0)``, and
@@ -55,6 +58,8 @@ from spikelab.formats.nwb.layout import (
 )
 from spikelab.formats.nwb.options import (
     COMPRESSIONS,
+    PLACEHOLDER_NOTE,
+    SessionStartUnknownWarning,
     nwb_options,
     resolve_fs,
 )
@@ -248,6 +253,8 @@ def _build_nwbfile(sd, opts, state_text, ends, fs, offset_ms, compression):
         identifier=opts["identifier"],
         session_start_time=start,
         timestamps_reference_time=start + _dt.timedelta(milliseconds=offset_ms),
+        session_id=opts["session_id"],
+        notes=opts["notes"],
         lab=opts["lab"],
         institution=opts["institution"],
         experimenter=opts["experimenter"],
@@ -356,7 +363,8 @@ def export_spikedata_to_nwb(
         attributes and these options (the same recording and options give the same one).
     session_description : default ``sd.metadata["session_description"]``, else a generic text.
     session_start_time : timezone-aware datetime or ISO 8601 string; default
-        ``sd.metadata["session_start_time"]``, else 1970-01-01T00:00:00+00:00.
+        ``sd.metadata["session_start_time"]``, else the placeholder 2000-01-01T00:00:00+00:00,
+        said to be one in the file's ``notes`` and in a SessionStartUnknownWarning.
     subject_id, species, sex, age : NWB Subject, written if any is given here or in the dict
         ``sd.metadata["subject"]``; ``age`` is an ISO 8601 duration such as ``"P90D"``.
         nwbinspector reports a missing Subject as CRITICAL; DANDI wants all four, species like
@@ -439,13 +447,26 @@ def export_spikedata_to_nwb(
             )
         return
 
-    # No path in this warning: it comes from this call, and a path may contain any word
-    # (SpikeLab's own tests look for "start_time" in every warning of an export).
+    # These two warnings name no path: they come from this call, and a path may contain any
+    # word (SpikeLab's own tests look for "start_time" in every warning of an export).
     if fs is None and n_spikes:
         warnings.warn(
             "NWB export: sampling rate unknown, Units.resolution is left unset (nwbinspector "
             "reports it); pass fs_Hz= or set metadata['fs_Hz']",
             UserWarning,
+            stacklevel=2,
+        )
+    opts["session_id"] = opts["notes"] = None
+    if not opts["session_start_known"]:
+        when, name = opts["session_start_time"].isoformat(), Path(target).stem
+        opts["session_id"] = name
+        opts["notes"] = PLACEHOLDER_NOTE.format(when=when, name=name)
+        warnings.warn(
+            "NWB export: the date and time of the session are unknown (neither given to the "
+            f"exporter nor in the recording's metadata), so the file holds the placeholder {when}, "
+            "said to be one in its notes, and its name as session_id. Give the true one (ISO "
+            "8601 with a time zone): see export_spikedata_to_nwb's session start.",
+            SessionStartUnknownWarning,
             stacklevel=2,
         )
     offset_ms = float(sd.start_time) if sd.start_time < 0 else 0.0
