@@ -479,6 +479,38 @@ def test_nwbinspector_finds_nothing_serious_with_subject_and_rate_also_for_dandi
     assert _serious(inspect_nwbfile(nwbfile_path=path, config=load_config("dandi"))) == []
 
 
+#: nwbinspector 0.7.2 crashes (an ERROR "During evaluation of ...") in these checks on a Units
+#: table without a spike; see tests/test_nwb_zero_units.py.
+_CRASHES_WITHOUT_SPIKES = {
+    "check_col_not_nan",
+    "check_table_values_for_dict",
+    "check_units_table_duration",
+}
+
+
+@pytest.mark.parametrize("case", [f"fixture_{n}" for n in FIXTURES] + sorted(SYNTHETIC))
+@pytest.mark.parametrize("config", ["default", "dandi"])
+def test_nwbinspector_finds_nothing_critical_when_only_the_subject_is_given(tmp_path, case, config):
+    """No session start, no rate, no electrode location: only the Subject fields."""
+    from nwbinspector import inspect_nwbfile, load_config
+
+    sd = fixture(case[8:]) if case.startswith("fixture_") else SYNTHETIC[case]
+    path = export(sd, tmp_path / f"{case}.nwb", **SUBJECT)
+    messages = inspect_nwbfile(
+        nwbfile_path=path, config=load_config("dandi") if config == "dandi" else None
+    )
+    serious = []
+    for m in messages:
+        crash = m.check_function_name.removeprefix("During evaluation of '").split("'")[0]
+        if m.importance.name in ("CRITICAL", "PYNWB_VALIDATION"):
+            serious.append(m.check_function_name)
+        elif m.importance.name == "ERROR" and not (
+            crash in _CRASHES_WITHOUT_SPIKES and not any(t.size for t in sd.train)
+        ):
+            serious.append(m.check_function_name)
+    assert serious == []
+
+
 def test_nwbinspector_without_subject_or_rate_reports_exactly_those(tmp_path):
     from nwbinspector import inspect_nwbfile
 
