@@ -745,6 +745,24 @@ def test_length_ms_overrides_the_stored_length(tmp_path):
         assert sd.length == 12000.0
 
 
+def test_start_time_ms_overrides_the_stored_start_as_in_spikelab(tmp_path):
+    """SpikeLab 0.1.2's keyword: the start (ms) replaces the file's; spike times stay."""
+    sd = fixture("small")
+    path = export(sd, tmp_path / "small.nwb")
+    for prefer_pynwb in (True, False):
+        got = load_spikedata_from_nwb(
+            path, prefer_pynwb=prefer_pynwb, start_time_ms=-5.0, length_ms=10005.0
+        )
+        assert (got.start_time, got.length) == (-5.0, 10005.0)
+        for a, b in zip(got.train, sd.train, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-15, atol=0)
+    with pytest.raises(LoadError, match="outside the recording"):
+        load_spikedata_from_nwb(path, start_time_ms=5000.0)
+    for bad in ("soon", float("nan")):
+        with pytest.raises(LoadError, match="start_time_ms"):
+            load_spikedata_from_nwb(path, start_time_ms=bad)
+
+
 def test_raw_data_is_not_written_and_says_so(tmp_path):
     sd = SpikeData(
         [[1.0]],
