@@ -71,6 +71,8 @@ __all__ = ["export_spikedata_to_nwb"]
 
 _ID_NAMESPACE = uuid.UUID("edfb8484-f02b-4bd4-bda1-352519cf2822")
 #: Electrode ids below this (and >= 0) give an electrodes table of rows 0..max(id), id = row.
+#: Each row costs ~0.1 ms and ~120 bytes (hdmf writes the group reference of every row one by
+#: one): MaxWell ids (up to 26399) add ~2 s and ~3 MB to a file, ids up to 4095 ~0.2 s.
 DENSE_ELECTRODE_ROWS = 65536
 
 
