@@ -21,7 +21,23 @@ NOT_EXPORTERS = {
 }
 
 #: NWB tests (Class::test) -> why they must fail here
-NWB_EXPECTED_FAILURES: dict[str, str] = {}
+NWB_EXPECTED_FAILURES: dict[str, str] = {
+    "TestNWBExporters::test_nwb_export_duplicate_electrode_ids": (
+        "NWB units/electrodes holds row indices into the electrodes table, so electrode ids "
+        "[3, 3, 5] as rows and a table of ids [3, 5] cannot both hold"
+    ),
+    "TestNWBExporters::test_nwb_export_unit_locations_no_electrodes": (
+        "NWB's electrodes table lists electrodes, and its x/y/z are brain coordinates: unit "
+        "locations without electrodes make no electrode rows (they are kept in the file's state)"
+    ),
+    "TestNWBExporters::test_nwb_export_unit_locations_x_only": (
+        "NWB's electrodes table lists electrodes, and its x/y/z are brain coordinates: unit "
+        "locations without electrodes make no electrode rows (they are kept in the file's state)"
+    ),
+    "TestExportNWBDropsMetadataSilently::test_metadata_does_not_round_trip": (
+        "metadata is kept (/scratch/spikelab) and read back; passing would lose it"
+    ),
+}
 
 #: HDF5, KiloSort and pickle tests (Class::test) -> why they must fail here
 OTHER_EXPECTED_FAILURES: dict[str, str] = {

@@ -13,16 +13,34 @@ from spikelab.formats.time_units import check_fs
 
 __all__ = [
     "DEFAULT_SESSION_DESCRIPTION",
-    "DEFAULT_SESSION_START_TIME",
+    "PLACEHOLDER_SESSION_START_TIME",
+    "PLACEHOLDER_NOTE",
+    "METADATA_SESSION_START_KEYS",
+    "SessionStartUnknownWarning",
     "COMPRESSIONS",
     "resolve_fs",
     "nwb_options",
 ]
 
 DEFAULT_SESSION_DESCRIPTION = "Spike trains exported from SpikeLab"
-#: Used when neither the ``session_start_time`` keyword nor ``metadata["session_start_time"]``
-#: gives one (nwbinspector then suggests setting the true date).
-DEFAULT_SESSION_START_TIME = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+#: The metadata keys read for the session start, in order. SpikeLab 0.1.2's loaders set no date
+#: key at all; ``session_start_time`` is what our NWB loader sets for files of other writers and
+#: what users set by hand. Other names (``start_datetime``, ``recording_start``) are not written
+#: by any loader we know: reading them would be guessing.
+METADATA_SESSION_START_KEYS = ("session_start_time",)
+#: Written when no session start is known (keyword, then metadata): a fixed placeholder, so the
+#: same recording and options give the same file. It is after nwbinspector's 1980-01-01 in any
+#: time zone and not in the future; the file's ``notes`` and a SessionStartUnknownWarning say
+#: that it is a placeholder.
+PLACEHOLDER_SESSION_START_TIME = _dt.datetime(2000, 1, 1, tzinfo=_dt.UTC)
+#: The NWBFile ``notes`` of a file with the placeholder (which also gets the file's name as
+#: ``session_id``: dandi organize names a session without one by its start).
+PLACEHOLDER_NOTE = (
+    "session_start_time is a placeholder ({when}): the date and time of this recording were "
+    "not known to SpikeLab's NWB exporter; do not read it as the date of the recording. "
+    "session_id is the file's name ({name}), so that tools naming sessions by their start "
+    "(dandi organize) do not use the placeholder."
+)
 COMPRESSIONS = (None, "gzip", "lzf")
 # ISO 8601 duration (nwbinspector's pattern), optionally a range "P1D/P3D" or "P90D/".
 _DURATION = (
@@ -30,6 +48,10 @@ _DURATION = (
     r"(T(?=\d)(\d+(?:\.\d+)?H)?(\d+(?:\.\d+)?M)?(\d+(?:\.\d+)?S)?)?"
 )
 _AGE = re.compile(rf"{_DURATION}|{_DURATION}/(?:{_DURATION})?|/{_DURATION}")
+
+
+class SessionStartUnknownWarning(UserWarning):
+    """No session start was given or found in the metadata: the NWB file holds a placeholder."""
 
 
 def _opt_str(name: str, value: Any) -> str | None:
@@ -67,6 +89,17 @@ def resolve_fs(sd, fs_Hz: Any) -> float | None:
     return None if value is None else check_fs(value, what='metadata["fs_Hz"]')
 
 
+def _session_start(sd, keyword: Any) -> _dt.datetime | None:
+    """The session start: the keyword, else the first metadata key of
+    METADATA_SESSION_START_KEYS that holds one, else None (unknown)."""
+    if keyword is not None:
+        return _as_datetime(keyword, "session_start_time")
+    for key in METADATA_SESSION_START_KEYS:
+        if sd.metadata.get(key) is not None:
+            return _as_datetime(sd.metadata[key], f'metadata["{key}"]')
+    return None
+
+
 def nwb_options(sd, kw: dict[str, Any]) -> dict[str, Any]:
     """Validate the NWBFile keywords; return what NWBFile and Subject are built from."""
     identifier = _opt_str("identifier", kw["identifier"])
@@ -74,12 +107,7 @@ def nwb_options(sd, kw: dict[str, Any]) -> dict[str, Any]:
     if description is None:
         meta_desc = sd.metadata.get("session_description")
         description = meta_desc if isinstance(meta_desc, str) and meta_desc.strip() else None
-    if kw["session_start_time"] is not None:
-        start = _as_datetime(kw["session_start_time"], "session_start_time")
-    elif sd.metadata.get("session_start_time") is not None:
-        start = _as_datetime(sd.metadata["session_start_time"], 'metadata["session_start_time"]')
-    else:
-        start = DEFAULT_SESSION_START_TIME
+    start = _session_start(sd, kw["session_start_time"])
     experimenter = kw["experimenter"]
     if isinstance(experimenter, str):
         experimenter = [experimenter]
@@ -109,7 +137,8 @@ def nwb_options(sd, kw: dict[str, Any]) -> dict[str, Any]:
     return {
         "identifier": identifier,
         "session_description": description or DEFAULT_SESSION_DESCRIPTION,
-        "session_start_time": start,
+        "session_start_time": PLACEHOLDER_SESSION_START_TIME if start is None else start,
+        "session_start_known": start is not None,
         "lab": _opt_str("lab", kw["lab"]),
         "institution": _opt_str("institution", kw["institution"]),
         "experimenter": experimenter,

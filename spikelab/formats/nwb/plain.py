@@ -6,6 +6,10 @@ dataset of cumulative end offsets (one per unit), and the attributes ``start_tim
 ``length_ms`` (ms) and ``spikelab`` (the JSON state of :mod:`~spikelab.formats.nwb.layout`).
 pynwb, nwbinspector, DANDI and SpikeInterface do not read it; for a portable file use NWB's
 default names, or the HDF5 ``ragged`` style.
+
+The reader also takes the files SpikeLab 0.1.2's NWB exporter writes (this layout with the
+default names, no NWB schema): ``start_time`` and ``length_ms`` on the root, electrode ids in
+``units/electrodes`` and their ``x``/``y``/``z`` in ``general/extracellular_ephys/electrodes``.
 """
 
 from __future__ import annotations
@@ -62,4 +66,45 @@ def read_plain(h5, group: str, ds: str, ids: str) -> Parts:
         parts.state = parse_state(state, source)
     parts.start_ms = h5.number_attr(g, "start_time", unit="ms")
     parts.length_ms = h5.number_attr(g, "length_ms", unit="ms")
+    if parts.state is None:  # SpikeLab 0.1.2's NWB exporter: on the root, and its electrodes
+        if parts.start_ms is None:
+            parts.start_ms = h5.number_attr(h5.f, "start_time", unit="ms")
+        if parts.length_ms is None:
+            parts.length_ms = h5.number_attr(h5.f, "length_ms", unit="ms")
+        _read_electrodes(h5, g, label, parts)
     return parts
+
+
+def _read_electrodes(h5, g, label: str, parts: Parts) -> None:
+    """Each unit's electrode and location as SpikeLab 0.1.2's NWB exporter writes them (and its
+    loader reads them): electrode ids in ``<group>/electrodes`` (one per unit), positions in
+    ``general/extracellular_ephys/electrodes`` (``id`` and whichever of ``x``, ``y``, ``z`` it
+    holds). Anything else (several electrodes per unit, an id without a position) is left out."""
+    import h5py
+
+    source, n = h5.source, parts.ends.size
+    ids, index = h5.node("electrodes", g), h5.node("electrodes_index", g)
+    if not (n and isinstance(ids, h5py.Dataset) and isinstance(index, h5py.Dataset)):
+        return
+    ids = as_index(h5.read(ids, f"{label}/electrodes"), source, f"{label}/electrodes")
+    index = as_index(h5.read(index, f"{label}/electrodes_index"), source, "electrodes_index")
+    if index.size != n or ids.size != n or np.any(np.diff(index, prepend=0) != 1):
+        return
+    parts.electrode_ids = [int(i) for i in ids]
+    table = h5.node("general/extracellular_ephys/electrodes")
+    if not isinstance(table, h5py.Group) or not isinstance(h5.node("id", table), h5py.Dataset):
+        return
+    where = "general/extracellular_ephys/electrodes"
+    table_ids = as_index(h5.read(h5.node("id", table), f"{where}/id"), source, f"{where}/id")
+    axes = []
+    for axis in ("x", "y", "z"):
+        column = h5.node(axis, table)
+        if isinstance(column, h5py.Dataset):
+            values = np.asarray(h5.read(column, f"{where}/{axis}"), dtype=np.float64).ravel()
+            if values.size == table_ids.size:
+                axes.append(values)
+    if not axes:
+        return
+    positions = {int(i): [float(a[row]) for a in axes] for row, i in enumerate(table_ids)}
+    if all(i in positions for i in parts.electrode_ids):
+        parts.columns["location"] = [positions[i] for i in parts.electrode_ids]

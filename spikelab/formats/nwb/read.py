@@ -208,7 +208,9 @@ def _read_nwb_pynwb(h5) -> Parts:
     return parts
 
 
-def _assemble(parts: Parts, length_ms: float | None, source: str) -> SpikeData:
+def _assemble(
+    parts: Parts, length_ms: float | None, start_time_ms: float | None, source: str
+) -> SpikeData:
     state = parts.state
     ends = parts.ends
     if state is not None:
@@ -247,6 +249,8 @@ def _assemble(parts: Parts, length_ms: float | None, source: str) -> SpikeData:
     ms *= 1000.0
     if offset:
         ms += offset
+    if start_time_ms is not None:
+        start = start_time_ms
     if start is None:  # other writers: the observed interval (else from 0), widened to the spikes
         start = min(parts.obs[0] * 1000.0 if parts.obs else 0.0, float(ms.min(initial=np.inf)))
     if length is None:
@@ -275,11 +279,23 @@ def _foreign_attributes(parts: Parts, n: int) -> list[dict] | None:
     return [{k: v[i] for k, v in cols.items()} for i in range(n)]
 
 
+def _number_arg(source: str, name: str, value) -> float:
+    """A keyword argument in ms as a finite float; LoadError naming it otherwise."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise LoadError(f"{source}: {name} must be a number (ms), got {value!r}") from None
+    if not math.isfinite(value):
+        raise LoadError(f"{source}: {name} must be finite (ms), got {value!r}")
+    return value
+
+
 def load_spikedata_from_nwb(
     filepath: str | os.PathLike,
     *,
     prefer_pynwb: bool = True,
     length_ms: float | None = None,
+    start_time_ms: float | None = None,
     spike_times_dataset: str = DEFAULT_SPIKE_TIMES_DATASET,
     spike_times_index_dataset: str = DEFAULT_SPIKE_TIMES_INDEX_DATASET,
     group: str = DEFAULT_GROUP,
@@ -291,6 +307,7 @@ def load_spikedata_from_nwb(
     filepath : NWB/HDF5 file.
     prefer_pynwb : read NWB files through pynwb (True) or plain h5py (False); same result.
     length_ms : recording length (ms) overriding the stored one.
+    start_time_ms : recording start (ms) overriding the stored one (the spike times stay).
     spike_times_dataset, spike_times_index_dataset, group : names of the plain HDF5 layout;
         non-default names read that layout with h5py (spike times in s, cumulative end index).
 
@@ -312,14 +329,11 @@ def load_spikedata_from_nwb(
         spike_times_dataset, spike_times_index_dataset, group, LoadError, str(source)
     )
     if length_ms is not None:
-        try:
-            length_ms = float(length_ms)
-        except (TypeError, ValueError):
-            raise LoadError(
-                f"{source}: length_ms must be a number (ms), got {length_ms!r}"
-            ) from None
-        if not math.isfinite(length_ms) or length_ms < 0:
+        length_ms = _number_arg(source, "length_ms", length_ms)
+        if length_ms < 0:
             raise LoadError(f"{source}: length_ms must be finite and >= 0 ms, got {length_ms!r}")
+    if start_time_ms is not None:
+        start_time_ms = _number_arg(source, "start_time_ms", start_time_ms)
     path = Path(source)
     if not os.path.exists(path):
         raise LoadError(f"{source}: no such file")
@@ -333,4 +347,4 @@ def load_spikedata_from_nwb(
             parts = (_read_nwb_pynwb if prefer_pynwb else _read_nwb_h5py)(h5)
         else:
             parts = read_plain(h5, group, spike_times_dataset, spike_times_index_dataset)
-        return _assemble(parts, length_ms, source)
+        return _assemble(parts, length_ms, start_time_ms, source)

@@ -1,16 +1,26 @@
 """Write SpikeData (times in ms) to a schema-valid NWB 2.x file through pynwb (times in s).
 
-- ``/units``: a Units table with one row per unit (ids ``0..N-1``): ``spike_times`` (s, ascending
-  per unit), ``obs_intervals`` (``[[start, end]]`` of the recording, s), a string ``unit_name``
-  (the ``cluster_id`` attribute when every unit has a distinct one, else the unit index), one
-  column per scalar neuron attribute, ``electrodes`` (a row index into ``/general/extracellular_
-  ephys/electrodes``, one row per distinct electrode, probe coordinates in ``rel_x``/``rel_y``/
-  ``rel_z``, um) when every unit has an electrode, and ``resolution`` = 1/fs (s) when the
-  sampling rate is known. The table is left out when the recording has no spike at all
-  (nwbinspector flags empty Units tables); N is still kept (see below).
+- ``/units``: a Units table with one row per unit (ids ``0..N-1``), also when there is no unit
+  or no spike (an empty table: every reader then opens the file and finds N): ``spike_times``
+  (s, ascending per unit) and, when N > 0, ``obs_intervals`` (``[[start, end]]`` of the
+  recording, s), a string ``unit_name`` (the ``cluster_id`` attribute when every unit has a
+  distinct one, else the unit index), one column per scalar neuron attribute, and
+  ``electrodes`` when every unit has an electrode; ``resolution`` = 1/fs (s) when the sampling
+  rate is known.
+- ``/general/extracellular_ephys/electrodes``: with electrode ids from 0 to 65535 one row per id
+  from 0 to the largest (row = id, so ``units/electrodes``, a row index as NWB defines it, is
+  also the electrode id SpikeLab 0.1.2 reads there), else one row per distinct id. Probe
+  coordinates of the units (``unit_locations``, um) go to ``rel_x``/``rel_y``/``rel_z`` (the
+  first unit's on each electrode, NaN where no unit is), never to ``x``/``y``/``z``, which NWB
+  defines as brain coordinates.
 - ``/scratch/spikelab``: a JSON text holding what NWB has no field for, read back by the loader:
   ``N``, ``start_time_ms``, ``length_ms``, ``time_offset_ms``, ``fs_Hz``, ``metadata`` and the full
   ``neuron_attributes`` (both passed through ``json_safe``: tuples and arrays come back as lists).
+- Root attributes ``start_time`` and ``length_ms`` (ms, in NWB time, see below): what SpikeLab
+  0.1.2's NWB loader reads for the recording's start and length (NWB readers ignore them).
+- ``session_start_time``: the keyword, else ``metadata["session_start_time"]``, else the
+  placeholder 2000-01-01T00:00:00+00:00, which the file's ``notes`` and a
+  SessionStartUnknownWarning call a placeholder; the file's name is then its ``session_id``.
 
 NWB times must not be negative, so when ``start_time`` < 0 every time is shifted:
 ``t_nwb [s] = (t_ms - time_offset_ms) / 1000`` with ``time_offset_ms = min(start_time, 0)``, and
@@ -46,7 +56,13 @@ from spikelab.formats.nwb.layout import (
     check_names,
     spikelab_state,
 )
-from spikelab.formats.nwb.options import COMPRESSIONS, nwb_options, resolve_fs
+from spikelab.formats.nwb.options import (
+    COMPRESSIONS,
+    PLACEHOLDER_NOTE,
+    SessionStartUnknownWarning,
+    nwb_options,
+    resolve_fs,
+)
 from spikelab.formats.nwb.plain import write_plain
 from spikelab.formats.streaming import write_hdf5_times
 from spikelab.spikedata.spikedata import SpikeData
@@ -54,6 +70,10 @@ from spikelab.spikedata.spikedata import SpikeData
 __all__ = ["export_spikedata_to_nwb"]
 
 _ID_NAMESPACE = uuid.UUID("edfb8484-f02b-4bd4-bda1-352519cf2822")
+#: Electrode ids below this (and >= 0) give an electrodes table of rows 0..max(id), id = row.
+#: Each row costs ~0.1 ms and ~120 bytes (hdmf writes the group reference of every row one by
+#: one): MaxWell ids (up to 26399) add ~2 s and ~3 MB to a file, ids up to 4095 ~0.2 s.
+DENSE_ELECTRODE_ROWS = 65536
 
 
 # ------------------------------------------------------------------------------ spike arrays
@@ -157,13 +177,75 @@ def _stable_identifier(stem: str, trains: list[np.ndarray], ends: np.ndarray, te
 
 
 # ---------------------------------------------------------------------------------- writers
+def _electrode_rows(electrodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ids of the electrodes table and each unit's row in it.
+
+    Non-negative ids below DENSE_ELECTRODE_ROWS: rows ``0..max(id)`` with id = row, so that the
+    row index each unit refers to is its electrode id (what SpikeLab 0.1.2's reader takes
+    ``units/electrodes`` for). Other ids: one row per distinct id, in ascending order."""
+    if electrodes.size and electrodes.min() >= 0 and electrodes.max() < DENSE_ELECTRODE_ROWS:
+        return np.arange(int(electrodes.max()) + 1, dtype=np.int64), electrodes.astype(np.int64)
+    ids, rows = np.unique(electrodes, return_inverse=True)
+    return ids.astype(np.int64), rows.astype(np.int64).reshape(-1)
+
+
+def _electrodes_table(nwbfile, sd, location: str):
+    """The electrodes table (with its device and group) and each unit's row in it; see
+    :func:`_electrode_rows`. Probe coordinates (``unit_locations``, um) go to rel_x/rel_y/rel_z,
+    the location of the first unit on each electrode, NaN on electrodes without a unit."""
+    from hdmf.common import VectorData
+    from pynwb.ecephys import ElectrodesTable
+
+    ids, rows = _electrode_rows(sd.electrodes)
+    device = nwbfile.create_device(
+        name="device", description="recording device (not described in the SpikeData)"
+    )
+    egroup = nwbfile.create_electrode_group(
+        name="electrode_group",
+        description="all electrodes of the recording",
+        location=location,
+        device=device,
+    )
+    m = ids.size
+    columns = [
+        VectorData(
+            name="location",
+            description="Location of the electrode (channel).",
+            data=np.array([location] * m, dtype=object),
+        ),
+        VectorData(name="group", description="Reference to the ElectrodeGroup.", data=[egroup] * m),
+        VectorData(
+            name="group_name",
+            description="Name of the ElectrodeGroup.",
+            data=np.array([egroup.name] * m, dtype=object),
+        ),
+    ]
+    locations = sd.unit_locations
+    if locations is not None and 1 <= locations.shape[1] <= 3:
+        used, first = np.unique(rows, return_index=True)  # first unit on each used row
+        for axis, name in enumerate(("rel_x", "rel_y", "rel_z")[: locations.shape[1]]):
+            values = np.full(m, np.nan, dtype=np.float32)
+            values[used] = locations[first, axis]
+            columns.append(
+                VectorData(
+                    name=name,
+                    description=f"{name[-1]} coordinate in electrode group, um (location of the "
+                    "first unit on this electrode; NaN: no unit on this electrode)",
+                    data=values,
+                )
+            )
+    table = ElectrodesTable(id=ids, columns=columns)
+    nwbfile.electrodes = table
+    return table, rows
+
+
 def _build_nwbfile(sd, opts, state_text, ends, fs, offset_ms, compression):
-    """The NWBFile and the H5DataIO of its spike times (None without a Units table): an empty
-    dataset of known shape that the caller fills after ``io.write``, block by block."""
+    """The NWBFile and the H5DataIO of its spike times (None when there is no spike: the
+    dataset is then written empty): a dataset of known shape that the caller fills after
+    ``io.write``, block by block."""
     from hdmf.backends.hdf5 import H5DataIO
     from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
     from pynwb import NWBFile
-    from pynwb.ecephys import ElectrodesTable
     from pynwb.file import Subject
     from pynwb.misc import Units
 
@@ -173,6 +255,8 @@ def _build_nwbfile(sd, opts, state_text, ends, fs, offset_ms, compression):
         identifier=opts["identifier"],
         session_start_time=start,
         timestamps_reference_time=start + _dt.timedelta(milliseconds=offset_ms),
+        session_id=opts["session_id"],
+        notes=opts["notes"],
         lab=opts["lab"],
         institution=opts["institution"],
         experimenter=opts["experimenter"],
@@ -187,94 +271,58 @@ def _build_nwbfile(sd, opts, state_text, ends, fs, offset_ms, compression):
         ),
     )
     n = sd.N
-    if not ends.size or not ends[-1]:
-        return nwbfile, None  # no spike at all: no Units table (N is in the JSON state)
-
-    unit_rows = np.arange(n, dtype=np.int64)
-    one_per_unit = np.arange(1, n + 1, dtype=np.int64)
-    times_io = H5DataIO(shape=(int(ends[-1]),), dtype=np.float64, compression=compression)
+    n_spikes = int(ends[-1]) if ends.size else 0
+    times_io = None
+    if n_spikes:
+        times_io = H5DataIO(shape=(n_spikes,), dtype=np.float64, compression=compression)
     spike_times = VectorData(
         name="spike_times",
         description="the spike times for each unit in seconds",
-        data=times_io,
-    )
-    lo_s = (float(sd.start_time) - offset_ms) / 1000.0
-    hi_s = (float(sd.start_time) + float(sd.length) - offset_ms) / 1000.0
-    obs = VectorData(
-        name="obs_intervals",
-        description="the observation intervals for each unit (the whole recording), in seconds",
-        data=np.tile(np.array([[lo_s, hi_s]], dtype=np.float64), (n, 1)),
+        data=times_io if n_spikes else np.zeros(0, dtype=np.float64),
     )
     columns = [
         spike_times,
-        VectorIndex(name="spike_times_index", data=ends, target=spike_times),
-        obs,
-        VectorIndex(name="obs_intervals_index", data=one_per_unit, target=obs),
-        VectorData(
-            name="unit_name",
-            description="unit name: the cluster_id attribute, else the SpikeLab unit index",
-            data=_unit_names(sd.neuron_attributes, n),
-        ),
+        VectorIndex(name="spike_times_index", data=ends.astype(np.int64), target=spike_times),
     ]
-    electrodes = sd.electrodes
-    if electrodes is not None:
-        device = nwbfile.create_device(
-            name="device", description="recording device (not described in the SpikeData)"
+    if n:  # a table without rows holds only the spike times (nothing else has a type to read)
+        lo_s = (float(sd.start_time) - offset_ms) / 1000.0
+        hi_s = (float(sd.start_time) + float(sd.length) - offset_ms) / 1000.0
+        one_per_unit = np.arange(1, n + 1, dtype=np.int64)
+        obs = VectorData(
+            name="obs_intervals",
+            description="the observation intervals for each unit (the whole recording), in s",
+            data=np.tile(np.array([[lo_s, hi_s]], dtype=np.float64), (n, 1)),
         )
-        egroup = nwbfile.create_electrode_group(
-            name="electrode_group",
-            description="all electrodes of the recording",
-            location=opts["electrode_location"],
-            device=device,
-        )
-        elec_ids, first, rows = np.unique(electrodes, return_index=True, return_inverse=True)
-        m = elec_ids.size
-        ecols = [
+        columns += [
+            obs,
+            VectorIndex(name="obs_intervals_index", data=one_per_unit, target=obs),
             VectorData(
-                name="location",
-                description="Location of the electrode (channel).",
-                data=np.array([opts["electrode_location"]] * m, dtype=object),
-            ),
-            VectorData(
-                name="group",
-                description="Reference to the ElectrodeGroup.",
-                data=[egroup] * m,
-            ),
-            VectorData(
-                name="group_name",
-                description="Name of the ElectrodeGroup.",
-                data=np.array([egroup.name] * m, dtype=object),
+                name="unit_name",
+                description="unit name: the cluster_id attribute, else the SpikeLab unit index",
+                data=_unit_names(sd.neuron_attributes, n),
             ),
         ]
-        locations = sd.unit_locations
-        if locations is not None and 1 <= locations.shape[1] <= 3:
-            for axis, name in enumerate(("rel_x", "rel_y", "rel_z")[: locations.shape[1]]):
-                ecols.append(
-                    VectorData(
-                        name=name,
-                        description=f"{name[-1]} coordinate in electrode group, um "
-                        "(location of the first unit on this electrode)",
-                        data=locations[first, axis].astype(np.float32),
-                    )
-                )
-        table = ElectrodesTable(id=elec_ids.astype(np.int64), columns=ecols)
-        nwbfile.electrodes = table
-        region = DynamicTableRegion(
-            name="electrodes",
-            description="row of the electrodes table each unit was recorded on",
-            data=rows.astype(np.int64).reshape(-1),
-            table=table,
-        )
-        columns += [region, VectorIndex(name="electrodes_index", data=one_per_unit, target=region)]
-    for key, values in _attribute_columns(sd.neuron_attributes, n).items():
-        columns.append(
-            VectorData(name=key, description=f"SpikeLab neuron attribute {key!r}", data=values)
-        )
+        if sd.electrodes is not None:
+            table, rows = _electrodes_table(nwbfile, sd, opts["electrode_location"])
+            region = DynamicTableRegion(
+                name="electrodes",
+                description="row of the electrodes table each unit was recorded on",
+                data=rows,
+                table=table,
+            )
+            columns += [
+                region,
+                VectorIndex(name="electrodes_index", data=one_per_unit, target=region),
+            ]
+        for key, values in _attribute_columns(sd.neuron_attributes, n).items():
+            columns.append(
+                VectorData(name=key, description=f"SpikeLab neuron attribute {key!r}", data=values)
+            )
     shift = "" if not offset_ms else f"; NWB time 0 is SpikeLab time {offset_ms!r} ms"
     nwbfile.units = Units(
         name="units",
         description=f"Spike-sorted units exported from SpikeLab{shift}",
-        id=unit_rows,
+        id=np.arange(n, dtype=np.int64),
         columns=columns,
         resolution=None if fs is None else 1.0 / fs,
         electrode_table=nwbfile.electrodes,
@@ -317,7 +365,8 @@ def export_spikedata_to_nwb(
         attributes and these options (the same recording and options give the same one).
     session_description : default ``sd.metadata["session_description"]``, else a generic text.
     session_start_time : timezone-aware datetime or ISO 8601 string; default
-        ``sd.metadata["session_start_time"]``, else 1970-01-01T00:00:00+00:00.
+        ``sd.metadata["session_start_time"]``, else the placeholder 2000-01-01T00:00:00+00:00,
+        said to be one in the file's ``notes`` and in a SessionStartUnknownWarning.
     subject_id, species, sex, age : NWB Subject, written if any is given here or in the dict
         ``sd.metadata["subject"]``; ``age`` is an ISO 8601 duration such as ``"P90D"``.
         nwbinspector reports a missing Subject as CRITICAL; DANDI wants all four, species like
@@ -400,11 +449,26 @@ def export_spikedata_to_nwb(
             )
         return
 
+    # These two warnings name no path: they come from this call, and a path may contain any
+    # word (SpikeLab's own tests look for "start_time" in every warning of an export).
     if fs is None and n_spikes:
         warnings.warn(
-            f"{target}: sampling rate unknown, Units.resolution is left unset (nwbinspector "
+            "NWB export: sampling rate unknown, Units.resolution is left unset (nwbinspector "
             "reports it); pass fs_Hz= or set metadata['fs_Hz']",
             UserWarning,
+            stacklevel=2,
+        )
+    opts["session_id"] = opts["notes"] = None
+    if not opts["session_start_known"]:
+        when, name = opts["session_start_time"].isoformat(), Path(target).stem
+        opts["session_id"] = name
+        opts["notes"] = PLACEHOLDER_NOTE.format(when=when, name=name)
+        warnings.warn(
+            "NWB export: the date and time of the session are unknown (neither given to the "
+            f"exporter nor in the recording's metadata), so the file holds the placeholder {when}, "
+            "said to be one in its notes, and its name as session_id. Give the true one (ISO "
+            "8601 with a time zone): see export_spikedata_to_nwb's session start.",
+            SessionStartUnknownWarning,
             stacklevel=2,
         )
     offset_ms = float(sd.start_time) if sd.start_time < 0 else 0.0
@@ -433,3 +497,7 @@ def export_spikedata_to_nwb(
             io.write(nwbfile, expandable=())  # contiguous datasets: no chunk copies
             if times_io is not None:  # NWB time 0 is SpikeLab time offset_ms
                 write_hdf5_times(times_io.dataset, trains, "s", offset_ms=offset_ms)
+            # What SpikeLab 0.1.2's NWB reader looks for beside the Units table (attributes
+            # the schema does not define and NWB readers ignore): the recording in NWB time.
+            h5.attrs["start_time"] = float(sd.start_time) - offset_ms
+            h5.attrs["length_ms"] = float(sd.length)
