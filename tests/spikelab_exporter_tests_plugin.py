@@ -45,14 +45,6 @@ OTHER_EXPECTED_FAILURES: dict[str, str] = {
         "two units given one cluster id would become one unit in Phy, SpikeInterface and "
         "SpikeLab's own loader (unit identity lost): refused with ExportError, a ValueError"
     ),
-    "TestKiloSortExporters::test_kilosort_time_unit_ms": (
-        "spike_times.npy is sorted in time across units in every unit (Phy refuses spike times "
-        "that are not increasing); SpikeLab writes ms unit by unit"
-    ),
-    "TestKiloSortExporters::test_kilosort_time_unit_seconds": (
-        "spike_times.npy is sorted in time across units in every unit (Phy refuses spike times "
-        "that are not increasing); SpikeLab writes s unit by unit"
-    ),
     "TestKiloSortExporters::test_kilosort_no_electrodes_no_channel_map": (
         "phylib's TemplateModel cannot open a folder without channel_map.npy (IOError): without "
         "electrodes one dummy channel 0 is written"

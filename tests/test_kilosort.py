@@ -72,7 +72,13 @@ def test_synthetic_roundtrip_ms_exact_s_to_rounding_samples_to_half_a_sample(
     assert back.metadata == sd.metadata
     times = np.load(tmp_path / "ks" / "spike_times.npy")
     assert times.dtype == (np.int64 if time_unit == "samples" else np.float64)
-    assert np.all(np.diff(times) >= 0)
+    if time_unit == "samples":  # Phy's order; ms and s are SpikeLab's, unit by unit
+        assert np.all(np.diff(times) >= 0)
+    else:
+        clusters = np.load(tmp_path / "ks" / "spike_templates.npy")
+        assert np.all(np.diff(clusters) >= 0)
+        for unit in range(sd.N):
+            assert np.all(np.diff(times[clusters == unit]) >= 0)
 
 
 @pytest.mark.parametrize("time_unit", ["ms", "samples"])
@@ -742,12 +748,17 @@ def _tied_recording():
 def test_time_windows_of_any_size_give_the_stable_global_order(
     tmp_path, monkeypatch, window, time_unit
 ):
+    """Samples are sorted in time across units (what Phy requires); ms and s, a layout only
+    SpikeLab reads, are written unit by unit as SpikeLab 0.1.2 writes them."""
     sd = _tied_recording()
     sd.train[2] = sd.train[2][::-1].copy()  # a unit mutated out of order after construction
     if window:
         monkeypatch.setattr(time_order, "WINDOW_SPIKES", window)
     _export(sd, tmp_path / "ks", fs_Hz=1000.0, time_unit=time_unit, cluster_ids=range(50, 60))
     times, index = _reference_order(sd, 1000.0, time_unit)
+    if time_unit != "samples":
+        order = np.argsort(index, kind="stable")  # unit by unit, each unit in time order
+        times, index = times[order], index[order]
     got = np.load(tmp_path / "ks" / "spike_times.npy")
     assert got.dtype == times.dtype and got.tobytes() == times.tobytes()
     np.testing.assert_array_equal(np.load(tmp_path / "ks" / "spike_templates.npy"), index)

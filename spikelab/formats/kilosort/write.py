@@ -2,7 +2,9 @@
 
 A folder written by :func:`export_spikedata_to_kilosort` holds
 
-* ``spike_times.npy`` - every spike, sorted in time across units (int64 samples by default);
+* ``spike_times.npy`` - every spike: in int64 samples (the default, what Phy reads) sorted in
+  time across units; in float64 ms or s (SpikeLab 0.1.2's own layout, which Phy does not
+  read) unit by unit, as SpikeLab writes them;
 * ``spike_clusters.npy`` / ``spike_templates.npy`` - int32 cluster id / unit index per spike;
 * ``amplitudes.npy`` - float64 ones (amplitudes are unknown);
 * ``params.py`` - ``dat_path``, ``n_channels_dat``, ``dtype``, ``offset``, ``sample_rate`` (Hz),
@@ -21,6 +23,7 @@ import csv
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from spikelab.formats.atomic import atomic_directory
 from spikelab.formats.errors import ExportError, OutputInTheWayError
 from spikelab.formats.kilosort.layout import FIXED_FILES, RESERVED_COLUMNS, SIDE_FILE, label
 from spikelab.formats.metadata import json_safe
+from spikelab.formats.streaming import converted_blocks, unit_index_blocks
 from spikelab.formats.time_order import ascending_trains, time_ordered
 from spikelab.formats.time_units import (
     TIME_UNITS,
@@ -78,12 +82,13 @@ def export_spikedata_to_kilosort(
         File names (inside ``folder``) of the spike times and cluster ids.
     time_unit : {"samples", "ms", "s"}
         Unit of ``spike_times_file``: int64 samples at ``fs_Hz`` (what Phy and SpikeInterface
-        expect), or float64 ms or s. For samples with a negative ``start_time`` every sample
-        is shifted by ``round(-start_time * fs_Hz / 1000)`` so none is negative; the shift is
-        recorded in ``spikelab.json`` as ``sample_offset``. Every shifted sample index must
-        be an int64 (a spike at 1e18 ms at 20 kHz is not): otherwise ExportError naming the
-        unit, the time and fs, before the folder is created. The length of the recording is
-        kept in ms (``spikelab.json``) and is not limited.
+        expect), sorted in time across units; or float64 ms or s, unit by unit (SpikeLab
+        0.1.2's layout; Phy reads samples only). For samples with a negative ``start_time``
+        every sample is shifted by ``round(-start_time * fs_Hz / 1000)`` so none is negative;
+        the shift is recorded in ``spikelab.json`` as ``sample_offset``. Every shifted sample
+        index must be an int64 (a spike at 1e18 ms at 20 kHz is not): otherwise ExportError
+        naming the unit, the time and fs, before the folder is created. The length of the
+        recording is kept in ms (``spikelab.json``) and is not limited.
     cluster_ids : sequence of int, optional
         One unique id (0 <= id < 2**31) per unit. Default: ``neuron_attributes[i]
         ["cluster_id"]`` when every unit has one, else ``0..N-1``.
@@ -333,8 +338,9 @@ def _write_spikes(
     times_name: str,
     clusters_name: str,
 ) -> int:
-    """Write times, clusters, templates and amplitudes, all in global time order, streamed
-    window by window (no array of all spikes is held)."""
+    """Write times, clusters, templates and amplitudes, streamed block by block (no array of
+    all spikes is held): in global time order for samples (Phy requires it), unit by unit for
+    ms and s (SpikeLab 0.1.2's order for them)."""
     n = int(counts.sum())
     same_ids = np.array_equal(ids, np.arange(len(trains)))
     ids32 = ids.astype(np.int32)
@@ -343,12 +349,24 @@ def _write_spikes(
         times_out = files.enter_context(_NpyWriter(tmp / times_name, time_dtype, n))
         templates_out = files.enter_context(_NpyWriter(tmp / "spike_templates.npy", np.int32, n))
         clusters_out = files.enter_context(_NpyWriter(tmp / clusters_name, np.int32, n))
-        for times, index in time_ordered(trains, n, unit, fs, offset, ascending=True):
+        if unit == "samples":
+            blocks = time_ordered(trains, n, unit, fs, offset, ascending=True)
+        else:
+            blocks = _unit_major(trains, unit)
+        for times, index in blocks:
             times_out.write(times)
             templates_out.write(index)
             clusters_out.write(index if same_ids else ids32[index])
     _save_constant(tmp / "amplitudes.npy", 1.0, n)
     return n
+
+
+def _unit_major(trains: list[np.ndarray], unit: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(times in ``unit``, int32 unit index) of every spike of the (ascending) ``trains``,
+    unit by unit, block by block (views of reused buffers)."""
+    times = converted_blocks(trains, unit)
+    for (_, values), (_, index) in zip(times, unit_index_blocks(trains), strict=True):
+        yield values, index.astype(np.int32)
 
 
 def _write_params(path: Path, dat_path: str, n_chan_dat: int, dtype: str, fs: float) -> None:
