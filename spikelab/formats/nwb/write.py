@@ -7,7 +7,7 @@
   distinct one, else the unit index), one column per scalar neuron attribute, and
   ``electrodes`` when every unit has an electrode; ``resolution`` = 1/fs (s) when the sampling
   rate is known.
-- ``/general/extracellular_ephys/electrodes``: with electrode ids from 0 to 65535 one row per id
+- ``/general/extracellular_ephys/electrodes``: with electrode ids from 0 to 4095 one row per id
   from 0 to the largest (row = id, so ``units/electrodes``, a row index as NWB defines it, is
   also the electrode id SpikeLab 0.1.2 reads there), else one row per distinct id. Probe
   coordinates of the units (``unit_locations``, um) go to ``rel_x``/``rel_y``/``rel_z`` (the
@@ -71,9 +71,11 @@ __all__ = ["export_spikedata_to_nwb"]
 
 _ID_NAMESPACE = uuid.UUID("edfb8484-f02b-4bd4-bda1-352519cf2822")
 #: Electrode ids below this (and >= 0) give an electrodes table of rows 0..max(id), id = row.
-#: Each row costs ~0.1 ms and ~120 bytes (hdmf writes the group reference of every row one by
-#: one): MaxWell ids (up to 26399) add ~2 s and ~3 MB to a file, ids up to 4095 ~0.2 s.
-DENSE_ELECTRODE_ROWS = 65536
+#: Each row costs ~0.06 ms and ~100 bytes (hdmf writes the group reference of every row one by
+#: one): ids up to 4095 (3Brain, Neuropixels, Utah arrays) add ~0.2 s to a file; MaxWell ids (up
+#: to 26399) would add ~1.5 s and ~3 MB, 10 times the rest of a file, so they get one row per
+#: distinct id (SpikeLab 0.1.2's h5py reader then reads row indices where it wants ids).
+DENSE_ELECTRODE_ROWS = 4096
 
 
 # ------------------------------------------------------------------------------ spike arrays
