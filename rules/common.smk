@@ -37,11 +37,19 @@ BATCHES = plan_batches(RECORDINGS, config["batch_size"])
 CONDA_ENV = "../envs/spikelab.yaml"
 
 
-def pickle_inputs(batch):
-    """The input pickles of a batch: s3:// URLs through Snakemake's S3 storage plugin; local
-    paths flagged local(), so that S3 outputs (a default storage provider) leave them local.
-    """
-    return [storage(p) if is_s3_url(p) else local(p) for p in batch.paths]
+def source_inputs(batch):
+    """The inputs of a batch: every file a recording's reader reads (a KiloSort/Phy folder's
+    files), local ones flagged local() so that S3 outputs (a default storage provider) leave
+    them local; s3:// URLs through Snakemake's S3 storage plugin, one per recording."""
+    if any(is_s3_url(p) for p in batch.paths):
+        return [storage(p) if is_s3_url(p) else local(p) for p in batch.paths]
+    return [local(f) for r in batch.recordings for f in r.input_files]
+
+
+def local_sources(batch):
+    """The batch's input paths for the jobs (a folder for a KiloSort/Phy input), or None
+    when some are on S3: the jobs then read Snakemake's local copies (its inputs)."""
+    return None if any(is_s3_url(p) for p in batch.paths) else batch.paths
 
 
 def export_outputs(target, batch):
@@ -50,11 +58,11 @@ def export_outputs(target, batch):
     return [directory(p) for p in paths] if target.is_dir else paths
 
 
-def verify_pickle_inputs(batch):
-    """Source pickles a verify job must declare: only s3:// ones (Snakemake fetches a local
+def verify_source_inputs(batch):
+    """Source files a verify job must declare: only s3:// ones (Snakemake fetches a local
     copy). Local sources go in params: the exports already depend on them, and declaring
-    10 000 pickles once more per verify rule costs Snakemake seconds on every run."""
-    return pickle_inputs(batch) if any(is_s3_url(p) for p in batch.paths) else []
+    10 000 inputs once more per verify rule costs Snakemake seconds on every run."""
+    return source_inputs(batch) if any(is_s3_url(p) for p in batch.paths) else []
 
 
 def exported_files(target, batch):
@@ -76,9 +84,16 @@ def pickle_loading_param():
     }
 
 
-def fs_param(target):
-    """The config's default fs_Hz (Hz) for targets that use a sampling rate, else None."""
-    return config["fs_Hz"] if target.uses_fs else None
+def reads_fs(batch):
+    """True when reading some input of the batch may take a sampling rate (times in samples)."""
+    return any(r.reads_fs for r in batch.recordings)
+
+
+def fs_param(target, batch):
+    """The config's default fs_Hz (Hz) for targets that use a sampling rate or batches whose
+    inputs may be read with one, else None (so the option re-runs only what it changes).
+    """
+    return config["fs_Hz"] if target.uses_fs or reads_fs(batch) else None
 
 
 def verify_results(targets):
@@ -152,8 +167,12 @@ def report_figures(batch):
 
 
 def report_recordings_param(batch):
-    """Per recording: its name and the sample sheet's session_start_time (figure titles)."""
-    return [figure_params(r.name, r.sheet_options) for r in batch.recordings]
+    """Per recording: its name and the sample sheet's session_start_time (figure titles),
+    and how to read an input other than a pickle."""
+    return [
+        figure_params(r.name, r.sheet_options, **RecordingParams.source_of(r))
+        for r in batch.recordings
+    ]
 
 
 def report_all_stats():

@@ -10,7 +10,7 @@ for target in TARGETS:
             name:
                 f"export_{target.rule_name}__{batch.key}"
             input:
-                pickles=pickle_inputs(batch),
+                sources=source_inputs(batch),
             output:
                 files=export_outputs(target, batch),
             log:
@@ -28,7 +28,8 @@ for target in TARGETS:
             params:
                 target=target.as_params(),
                 recordings=recordings_param(target, batch),
-                fs_Hz=fs_param(target),
+                sources=local_sources(batch),
+                fs_Hz=fs_param(target, batch),
                 pickle_loading=pickle_loading_param(),
                 isolation=config["isolation"],
                 on_bad_recording=config["on_bad_recording"],

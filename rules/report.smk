@@ -13,7 +13,7 @@ for batch in BATCHES:
         name:
             f"report_figures__{batch.key}"
         input:
-            pickles=pickle_inputs(batch),
+            sources=source_inputs(batch),
         output:
             figures=report_figures(batch),
             stats=report_stats(batch),
@@ -31,6 +31,8 @@ for batch in BATCHES:
             runtime=runtime_for(FIGURE_RESOURCES, batch),
         params:
             recordings=report_recordings_param(batch),
+            sources=local_sources(batch),
+            fs_Hz=config["fs_Hz"] if reads_fs(batch) else None,
             batch=batch.key,
             on_bad_recording=config["on_bad_recording"],
             pickle_loading=pickle_loading_param(),

@@ -11,7 +11,7 @@ for target in TARGETS:
                 f"verify_{target.rule_name}__{batch.key}"
             input:
                 outputs=exported_files(target, batch),
-                pickles=verify_pickle_inputs(batch),
+                sources=verify_source_inputs(batch),
             output:
                 json=target.verify_output(batch.key),
             log:
@@ -27,11 +27,11 @@ for target in TARGETS:
             params:
                 target=target.as_params(),
                 recordings=recordings_param(target, batch),
-                fs_Hz=fs_param(target),
+                fs_Hz=fs_param(target, batch),
                 pickle_loading=pickle_loading_param(),
                 isolation=config["isolation"],
                 batch=batch.key,
-                sources=batch.paths,
+                sources=local_sources(batch),
             script:
                 "../scripts/verify.py"
 

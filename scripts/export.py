@@ -4,7 +4,7 @@ from spikelab.workflow.export import run_export_job
 
 run_export_job(
     target=snakemake.params.target,
-    sources=snakemake.input.pickles,
+    sources=snakemake.params.sources or snakemake.input.sources,
     outputs=snakemake.output.files,
     recordings=snakemake.params.recordings,
     default_fs_Hz=snakemake.params.fs_Hz,

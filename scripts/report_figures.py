@@ -4,7 +4,7 @@ from spikelab.report.jobs import run_figures_job
 
 run_figures_job(
     recordings=snakemake.params.recordings,
-    sources=snakemake.input.pickles,
+    sources=snakemake.params.sources or snakemake.input.sources,
     figures=snakemake.output.figures,
     stats_json=snakemake.output.stats,
     batch=snakemake.params.batch,
@@ -13,4 +13,5 @@ run_figures_job(
     pickle_loading=snakemake.params.pickle_loading,
     isolation=snakemake.params.isolation,
     mem_mb=snakemake.resources.mem_mb,
+    default_fs_Hz=snakemake.params.fs_Hz,
 )

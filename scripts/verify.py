@@ -4,7 +4,7 @@ from spikelab.workflow.verify import run_verify_job
 
 run_verify_job(
     target=snakemake.params.target,
-    sources=snakemake.input.pickles or snakemake.params.sources,  # declared only when on S3
+    sources=snakemake.params.sources or snakemake.input.sources,  # inputs: S3 copies
     outputs=snakemake.input.outputs,
     recordings=snakemake.params.recordings,
     default_fs_Hz=snakemake.params.fs_Hz,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from spikelab.formats.errors import (
     MissingSamplingRateError,
     OutputInTheWayError,
 )
-from spikelab.formats.registry import ResourceModel
+from spikelab.formats.registry import DEFAULT_INPUT_FORMAT, ResourceModel
 from spikelab.isolation import Limits
 from spikelab.spikedata.spikedata import InvalidSpikeDataError
 
@@ -157,16 +158,65 @@ def output_size(path: str | os.PathLike) -> int:
     return p.stat().st_size
 
 
-def load_source(source: str | os.PathLike, pickle_loading: Mapping[str, Any] | None = None):
-    """Read a job's input recording (a SpikeData pickle) as SpikeData (times in ms).
+def load_source(
+    source: str | os.PathLike,
+    pickle_loading: Mapping[str, Any] | None = None,
+    *,
+    source_format: str | None = None,
+    read_options: Mapping[str, Any] | None = None,
+    fs_Hz: float | None = None,
+    default_fs_Hz: float | None = None,
+):
+    """Read a job's input recording, of format ``source_format`` (a registry name), as
+    SpikeData (times in ms), with that format's reader.
 
     ``pickle_loading`` holds ``load_spikedata_from_pickle``'s opt-ins (``trusted``,
     ``allow_globals``) for sources the user trusts; default: the restricted loader.
+    ``read_options`` are the reader keywords the user gave for the input (dataset names, ...);
+    ``fs_Hz`` the sample sheet's rate (Hz), ``default_fs_Hz`` the config's, used only where
+    the file gives none.
     """
-    from spikelab.formats.pickle_io import load_spikedata_from_pickle
+    from spikelab.formats.registry import get_format
 
-    loading = {k: v for k, v in (pickle_loading or {}).items() if k in ("trusted", "allow_globals")}
-    return load_spikedata_from_pickle(source, **loading)
+    path = os.fspath(source)
+    fmt = get_format(source_format or DEFAULT_INPUT_FORMAT).input_reader(path, read_options or {})
+    kwargs = fmt.input_kwargs(
+        path, read_options or {}, fs_Hz, default_fs_Hz, pickle_loading=pickle_loading
+    )
+    return fmt.reader()(path, **kwargs)
+
+
+#: What the log and the summary say of an output copied from its input.
+COPIED_NOTE = "copied unchanged from the input (same format and options)"
+
+
+def copy_unchanged(source: str, output: str) -> None:
+    """Copy the file ``source`` to ``output`` atomically (an output that would be its input)."""
+    with atomic_file(output) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+class SourceOf:
+    """Reading the input of a job item (a mixin: the item has ``source``, ``sheet_fs_Hz``,
+    ``source_format`` and ``read_options``)."""
+
+    def same_as(self, target: Any) -> bool:
+        """True when the output would be this input itself (same format and options)."""
+        source_format = self.source_format or DEFAULT_INPUT_FORMAT
+        return source_format == target.format and target.spec.same_as_input(
+            self.source, target.options
+        )
+
+    def load(self, pickle_loading, default_fs_Hz):
+        """The source as SpikeData (times in ms), read with its format's reader."""
+        return load_source(
+            self.source,
+            pickle_loading,
+            source_format=self.source_format,
+            read_options=dict(self.read_options),
+            fs_Hz=self.sheet_fs_Hz,
+            default_fs_Hz=default_fs_Hz,
+        )
 
 
 #: Least memory (MB) a recording's child may use, whatever the job's own estimate says.

@@ -54,7 +54,7 @@ def test_exactly_one_input_kind_must_be_set(tmp_path):
 def test_missing_directory_and_empty_inputs_are_errors(tmp_path):
     with pytest.raises(InputError, match="is not a directory"):
         discover_recordings({"directory": str(tmp_path / "nope")})
-    with pytest.raises(InputError, match=r"no \*\.pkl file"):
+    with pytest.raises(InputError, match=r"no input in the folder \(\*\.pkl, \*\.nwb"):
         discover_recordings({"directory": str(tmp_path)})
     with pytest.raises(InputError, match="matches no file"):
         discover_recordings({"glob": str(tmp_path / "*.pkl")})

@@ -338,5 +338,10 @@ class PickleFormat(Format):
         loading = dict(pickle_loading or {})
         return {k: loading[k] for k in ("trusted", "allow_globals") if k in loading}
 
+    input_suffixes = (".pkl",)
+
+    def input_kwargs(self, path, read_options, fs_Hz, default_fs_Hz, *, pickle_loading=None):
+        return self.reader_kwargs({}, fs_Hz, pickle_loading=pickle_loading)
+
 
 FORMAT = PickleFormat()

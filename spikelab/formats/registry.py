@@ -31,6 +31,8 @@ __all__ = [
     "Format",
     "get_format",
     "format_names",
+    "input_format_for",
+    "DEFAULT_INPUT_FORMAT",
     "all_formats",
     "tolerance_for_unit",
     "pick",
@@ -43,6 +45,9 @@ MODULES: dict[str, str] = {
     "kilosort": "spikelab.formats.kilosort",
     "pickle": "spikelab.formats.pickle_io",
 }
+
+#: The format of an input whose suffix says nothing (SpikeLab's own files are pickles).
+DEFAULT_INPUT_FORMAT = "pickle"
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,14 @@ class Format:
     config_example: ClassVar[str] = ""
     #: What one batch job asks a scheduler for.
     resources: ClassVar[ResourceModel] = ResourceModel()
+    #: Suffixes (lower case) of input files of this format, for discovery; a folder format
+    #: recognises its inputs with :meth:`is_input_folder` instead.
+    input_suffixes: ClassVar[tuple[str, ...]] = ()
+    #: Reader keywords that describe an input of this format (dataset names, file names,
+    #: units): config ``inputs.read_options.<name>`` and sample-sheet columns of that name.
+    input_keys: ClassVar[tuple[str, ...]] = ()
+    #: True when reading an input of this format may take a sampling rate (times in samples).
+    input_uses_fs: ClassVar[bool] = False
 
     # --------------------------------------------------------------- writer and reader
     def writer(self) -> Callable[..., Any]:
@@ -177,6 +190,39 @@ class Format:
         ``allow_globals``), used by formats that unpickle."""
         return pick(options, self.reader_keys)
 
+    # --------------------------------------------------------------- as an input
+    def is_input_folder(self, path: str) -> bool:
+        """True when the folder ``path`` holds an input of this (folder) format."""
+        return False
+
+    def input_files(self, path: str) -> list[str]:
+        """The files of input ``path`` whose changes should re-run its conversions (the path
+        itself for a file; the files the reader reads for a folder)."""
+        return [path]
+
+    def input_reader(self, path: str, read_options: Mapping[str, Any]) -> Format:
+        """The format that reads ``path`` (this one, unless its content says otherwise)."""
+        return self
+
+    def input_kwargs(
+        self,
+        path: str,
+        read_options: Mapping[str, Any],
+        fs_Hz: float | None,
+        default_fs_Hz: float | None,
+        *,
+        pickle_loading: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Keyword arguments of the reader for input ``path``: the user's ``read_options``
+        (keys of :attr:`input_keys`), the sample sheet's ``fs_Hz`` and, where the file
+        itself gives no rate, the config's ``default_fs_Hz`` (Hz)."""
+        return pick(read_options, self.input_keys)
+
+    def same_as_input(self, path: str, options: Mapping[str, Any]) -> bool:
+        """True when writing input ``path`` (already of this format) with ``options`` would
+        give the same file: the output is then a link to the input, not a re-write."""
+        return False
+
     # --------------------------------------------------------------- warm-up
     def warm_up(self, options: Mapping[str, Any]) -> None:
         """Import what the writer and reader load lazily (h5py, pynwb...) by writing a
@@ -217,6 +263,18 @@ def get_format(name: str) -> Format:
 def format_names() -> tuple[str, ...]:
     """Every registered format name, in registry order."""
     return tuple(MODULES)
+
+
+def input_format_for(path: str, *, is_dir: bool) -> Format | None:
+    """The format of input ``path`` from its suffix (a file) or its content (a folder), or
+    None when no format reads it."""
+    for fmt in all_formats():
+        if is_dir:
+            if fmt.is_dir and fmt.is_input_folder(path):
+                return fmt
+        elif path.lower().endswith(fmt.input_suffixes) and fmt.input_suffixes:
+            return fmt
+    return None
 
 
 def all_formats() -> list[Format]:

@@ -1,7 +1,8 @@
 """The report's jobs: draw the figures of a batch of recordings, and tabulate every recording.
 
-A figure job reads each pickle of its batch with the safe loader, draws its overview figure
-(:func:`~spikelab.report.figures.draw_recording_figure`) and writes the recording's numbers
+A figure job reads each input of its batch with its format's (safe) loader, draws its
+overview figure (:func:`~spikelab.report.figures.draw_recording_figure`) and writes the
+recording's numbers
 (units, spikes, empty units, start, duration, mean rate) to one JSON file per batch::
 
     {"batch": "small", "recordings": [{"recording": "small", "status": "ok", "n_units": 8, ...}]}
@@ -37,8 +38,8 @@ from spikelab.jobs import (
     Fault,
     Limits,
     RecordingLimits,
+    SourceOf,
     for_each_recording,
-    load_source,
     setup_logging,
 )
 
@@ -87,20 +88,42 @@ class FigureBatchError(BatchError):
 
 
 @dataclass(frozen=True)
-class FigureItem:
-    """One recording of a batch: name, source pickle, figure path (.png) and, if known, the
-    session's wall-clock start (ISO 8601, e.g. from the sample sheet) for the title."""
+class FigureItem(SourceOf):
+    """One recording of a batch: name, source, figure path (.png) and, if known, the
+    session's wall-clock start (ISO 8601, e.g. from the sample sheet) for the title; the
+    source's format, reader options and the sheet's rate (Hz) for reading it."""
 
     recording: str
     source: str
     figure: str
     session_start_time: str | None = None
+    sheet_fs_Hz: float | None = None
+    source_format: str | None = None
+    read_options: tuple[tuple[str, Any], ...] = ()
 
 
-def figure_params(name: str, sheet_options: Iterable[tuple[str, str]]) -> dict[str, Any]:
+def figure_params(
+    name: str,
+    sheet_options: Iterable[tuple[str, str]],
+    *,
+    sheet_fs_Hz: float | None = None,
+    source_format: str | None = None,
+    read_options: Iterable[tuple[str, Any]] = (),
+) -> dict[str, Any]:
     """The per-recording params of a figure job: the name and, for the title, the sample
-    sheet's ``session_start_time`` (ISO 8601) or None."""
-    return {"recording": name, "session_start_time": dict(sheet_options).get("session_start_time")}
+    sheet's ``session_start_time`` (ISO 8601) or None; for an input other than a pickle, its
+    format, reader options and the sheet's rate (Hz), when given."""
+    params = {
+        "recording": name,
+        "session_start_time": dict(sheet_options).get("session_start_time"),
+    }
+    if source_format is not None:
+        params["source_format"] = source_format
+    if sheet_fs_Hz is not None:
+        params["sheet_fs_Hz"] = sheet_fs_Hz
+    if read_options:
+        params["read_options"] = dict(sorted(read_options))
+    return params
 
 
 def draw_batch(
@@ -109,6 +132,7 @@ def draw_batch(
     on_bad_recording: str = "continue",
     pickle_loading: Mapping[str, Any] | None = None,
     limits: RecordingLimits | None = None,
+    default_fs_Hz: float | None = None,
 ) -> list[dict[str, Any]]:
     """Draw the figure of every item; return each recording's numbers (JSON-ready dicts).
     With ``limits``, each recording is read and drawn in a child process under them.
@@ -118,6 +142,7 @@ def draw_batch(
     with ``"fail"`` a :class:`FigureBatchError` naming every bad source is raised at the end.
     ``pickle_loading`` holds ``load_spikedata_from_pickle``'s opt-ins (``trusted``,
     ``allow_globals``) for sources the user trusts; default: the restricted loader.
+    ``default_fs_Hz`` (Hz) is the config's rate for inputs in samples that give none.
     """
     from spikelab.report.figures import draw_failure_figure, draw_recording_figure
 
@@ -126,7 +151,7 @@ def draw_batch(
 
     def draw(item: FigureItem) -> dict[str, Any]:
         t0 = time.perf_counter()
-        sd = load_source(item.source, pickle_loading)
+        sd = item.load(pickle_loading, default_fs_Hz)
         t_read = time.perf_counter() - t0
         isolation.phase(DRAWING)
         res = draw_recording_figure(
@@ -330,12 +355,15 @@ def run_figures_job(
     pickle_loading: Mapping[str, Any] | None = None,
     isolation: Mapping[str, Any] | None = None,
     mem_mb: float | None = None,
+    default_fs_Hz: float | None = None,
 ) -> list[dict[str, Any]]:
     """Entry point of ``scripts/report_figures.py``: draw one batch and write its numbers.
 
-    ``recordings`` holds one mapping per source, in order: ``recording`` (the name) and
-    ``session_start_time`` (ISO 8601 or None). Each recording is drawn in a child process under
-    ``isolation`` (see :func:`spikelab.workflow.export.run_export_job`).
+    ``recordings`` holds one mapping per source, in order (see :func:`figure_params`):
+    ``recording`` (the name), ``session_start_time`` (ISO 8601 or None) and, for inputs
+    other than pickles, ``source_format``, ``read_options`` and ``sheet_fs_Hz``. Each
+    recording is drawn in a child process under ``isolation`` (see
+    :func:`spikelab.workflow.export.run_export_job`).
     """
     setup_logging(log_path)
     if not (len(recordings) == len(sources) == len(figures)):
@@ -343,12 +371,24 @@ def run_figures_job(
             f"{len(recordings)} recordings, {len(sources)} sources and {len(figures)} figures"
         )
     items = [
-        FigureItem(str(rec["recording"]), str(src), str(fig), rec.get("session_start_time"))
+        FigureItem(
+            str(rec["recording"]),
+            str(src),
+            str(fig),
+            rec.get("session_start_time"),
+            rec.get("sheet_fs_Hz"),
+            rec.get("source_format"),
+            tuple(sorted((rec.get("read_options") or {}).items())),
+        )
         for rec, src, fig in zip(recordings, sources, figures, strict=True)
     ]
     limits = RecordingLimits.from_params(isolation, mem_mb)
     rows = draw_batch(
-        items, on_bad_recording=on_bad_recording, pickle_loading=pickle_loading, limits=limits
+        items,
+        on_bad_recording=on_bad_recording,
+        pickle_loading=pickle_loading,
+        limits=limits,
+        default_fs_Hz=default_fs_Hz,
     )
     write_stats(rows, stats_json, batch=batch)
     return rows

@@ -31,14 +31,17 @@ from typing import Any
 
 from spikelab import isolation
 from spikelab.formats.atomic import remove_stale_temporaries
+from spikelab.formats.registry import DEFAULT_INPUT_FORMAT, get_format
 from spikelab.jobs import (
+    COPIED_NOTE,
     EXPORTING,
     BatchError,
     Fault,
     Limits,
     RecordingLimits,
+    SourceOf,
+    copy_unchanged,
     for_each_recording,
-    load_source,
     output_size,
     setup_logging,
     write_failure_stub,
@@ -68,55 +71,100 @@ class RecordingParams:
     it as a mapping with these keys, see :meth:`from_mapping`).
 
     ``sheet_fs_Hz`` is the sample sheet's sampling rate (Hz), ``sheet_options`` the sheet's
-    writer keywords for this target (e.g. NWB subject fields).
+    writer keywords for this target (e.g. NWB subject fields), ``source_format`` the input's
+    format (registry name; None: the default, a pickle) and ``read_options`` its reader
+    keywords.
     """
 
     recording: str
     sheet_fs_Hz: float | None = None
     sheet_options: Mapping[str, Any] | None = None
+    source_format: str | None = None
+    read_options: Mapping[str, Any] | None = None
 
     @classmethod
     def for_target(cls, target: Target, recording: Recording) -> RecordingParams:
         """What ``target``'s jobs take of ``recording``: the sheet's fs_Hz only when the
-        target uses a rate, the sheet's options only those its format takes (so a sheet's
-        NWB subject columns re-run the NWB exports and nothing else)."""
-        fs = recording.fs_Hz if target.uses_fs else None
+        target uses a rate or reading the input may (times in samples), the sheet's options
+        only those its format takes (so a sheet's NWB subject columns re-run the NWB exports
+        and nothing else), the input's format and reader options when not a plain pickle."""
+        source = get_format(recording.format)
+        default = recording.format == DEFAULT_INPUT_FORMAT
+        fs = recording.fs_Hz if target.uses_fs or source.input_uses_fs else None
         columns = target.sheet_columns
         options = {k: v for k, v in recording.sheet_options if k in columns}
-        return cls(recording.name, fs, options)
+        return cls(
+            recording.name,
+            fs,
+            options,
+            None if default else recording.format,
+            dict(recording.read_options) or None,
+        )
+
+    @staticmethod
+    def source_of(recording: Recording) -> dict[str, Any]:
+        """How to read ``recording``'s input, for jobs that only read it (figures): the
+        format and reader options when not a plain pickle, and the sheet's rate (Hz) when the
+        reader may take one."""
+        if recording.format == DEFAULT_INPUT_FORMAT:
+            return {}
+        return {
+            "source_format": recording.format,
+            "read_options": recording.read_options,
+            "sheet_fs_Hz": recording.fs_Hz if recording.reads_fs else None,
+        }
 
     def as_params(self) -> dict[str, Any]:
-        """A plain mapping for Snakemake ``params:`` (read back by :meth:`from_mapping`)."""
-        return {
+        """A plain mapping for Snakemake ``params:`` (read back by :meth:`from_mapping`); the
+        source keys only when set, so that pickle inputs keep the params they always had."""
+        params = {
             "recording": self.recording,
             "sheet_fs_Hz": self.sheet_fs_Hz,
             "sheet_options": dict(sorted((self.sheet_options or {}).items())),
         }
+        if self.source_format is not None:
+            params["source_format"] = self.source_format
+        if self.read_options:
+            params["read_options"] = dict(sorted(self.read_options.items()))
+        return params
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> RecordingParams:
-        unknown = set(params) - {"recording", "sheet_fs_Hz", "sheet_options"}
+        known = {"recording", "sheet_fs_Hz", "sheet_options", "source_format", "read_options"}
+        unknown = set(params) - known
         if unknown or "recording" not in params:
             raise ValueError(
-                "per-recording params need 'recording' and may hold 'sheet_fs_Hz' and "
-                f"'sheet_options'; got {sorted(params)}"
+                "per-recording params need 'recording' and may hold "
+                f"{sorted(known - {'recording'})}; got {sorted(params)}"
             )
         return cls(
             str(params["recording"]),
             params.get("sheet_fs_Hz"),
             dict(params.get("sheet_options") or {}),
+            params.get("source_format"),
+            dict(params.get("read_options") or {}),
         )
+
+    def source_kwargs(self) -> dict[str, Any]:
+        """Keywords of :func:`~spikelab.jobs.load_source` for this recording's input."""
+        return {
+            "source_format": self.source_format,
+            "read_options": tuple(sorted((self.read_options or {}).items())),
+        }
 
 
 @dataclass(frozen=True)
-class ExportItem:
-    """One recording of a batch: its name, source pickle, output path and sheet fs (Hz)."""
+class ExportItem(SourceOf):
+    """One recording of a batch: its name, source, output path and sheet fs (Hz), the sheet's
+    writer options and the source's format and reader options."""
 
     recording: str
     source: str
     output: str
     sheet_fs_Hz: float | None = None
     sheet_options: tuple[tuple[str, str], ...] = ()
+    source_format: str | None = None
+    read_options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,23 +213,28 @@ def export_batch(
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            sd = load_source(item.source, pickle_loading)
+            sd = item.load(pickle_loading, default_fs_Hz)
             fs, fs_source = resolve_fs_Hz(item.sheet_fs_Hz, sd.metadata, default_fs_Hz)
             kwargs = target.exporter_kwargs(item.recording, fs)
             kwargs.update(item.sheet_options)
             isolation.phase(EXPORTING)
-            exporter(sd, item.output, **kwargs)
+            copied = item.same_as(target) and not item.sheet_options
+            if copied:
+                copy_unchanged(item.source, item.output)
+            else:
+                exporter(sd, item.output, **kwargs)
         for w in caught:
             log.warning("%s: %s: %s", item.recording, w.category.__name__, w.message)
         seconds = time.perf_counter() - t0
         size = output_size(item.output)
         log.info(
-            "wrote %s (%d bytes, %.3f s) from %s%s",
+            "wrote %s (%d bytes, %.3f s) from %s%s%s",
             item.output,
             size,
             seconds,
             item.source,
             f" at fs_Hz={fs:g} ({fs_source})" if target.uses_fs and fs is not None else "",
+            f": {COPIED_NOTE}" if copied else "",
         )
         return ExportResult(item.recording, item.output, True, size, seconds)
 
@@ -264,7 +317,11 @@ def run_export_job(
     for params, src, out in zip(recordings, sources, outputs, strict=True):
         rec = RecordingParams.from_mapping(params)
         options = tuple(sorted((rec.sheet_options or {}).items()))
-        items.append(ExportItem(rec.recording, str(src), str(out), rec.sheet_fs_Hz, options))
+        items.append(
+            ExportItem(
+                rec.recording, str(src), str(out), rec.sheet_fs_Hz, options, **rec.source_kwargs()
+            )
+        )
     return export_batch(
         exporter,
         tgt,

@@ -1,13 +1,23 @@
 """Find the recordings to convert, validate their names, and resolve their sampling rates.
 
-Three ways to name the input pickles (exactly one is used):
+An input is a file or folder of any format the registry reads: a SpikeData pickle
+(``.pkl``), an NWB file (``.nwb``), an HDF5 file (``.h5``/``.hdf5``) or a KiloSort/Phy
+folder (holding ``spike_times.npy`` and ``params.py``); the kind comes from the suffix or the
+folder's content (:func:`spikelab.formats.registry.input_format_for`), or from a sample
+sheet's ``format`` column. Three ways to name the inputs (exactly one is used):
 
-- a directory: every ``*.pkl`` file directly in it (hidden files are skipped); the recording
-  name is the file name without ``.pkl``;
-- a glob pattern (``**`` matches across folders); the recording name is the file stem;
+- a directory: every input directly in it (hidden names are skipped); the recording name is
+  the file name without its suffix (a folder's name);
+- a glob pattern (``**`` matches across folders); the recording name is the file stem (a file
+  of another suffix is read as a pickle, as before inputs of other kinds existed);
 - a sample sheet: a TSV file with a header line and the columns ``recording`` and ``path``
-  and optionally ``fs_Hz`` (Hz). Relative paths are relative to the sheet's folder; blank
-  lines and lines starting with ``#`` are skipped.
+  and optionally ``fs_Hz`` (Hz), ``format``, reader options (columns named after a format's
+  ``input_keys``, e.g. ``spike_times_dataset`` for an HDF5 file of another writer) and NWB
+  writer fields. Relative paths are relative to the sheet's folder; blank lines and lines
+  starting with ``#`` are skipped.
+
+The config's ``inputs.read_options.<format>`` gives reader options for every input of that
+format; a sheet's cells override them.
 
 A recording name becomes part of output file names, so it must be a plain file name:
 letters, digits, ``.``, ``_``, ``+`` and ``-``, starting with a letter or digit, at most
@@ -27,7 +37,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from spikelab.formats.registry import all_formats
+from spikelab.formats.registry import (
+    DEFAULT_INPUT_FORMAT,
+    all_formats,
+    format_names,
+    get_format,
+    input_format_for,
+)
 from spikelab.workflow import WorkflowConfigError
 
 __all__ = [
@@ -51,7 +67,16 @@ MAX_NAME_LENGTH = 200
 #: Optional per-recording columns a sample sheet may carry: every format's writer keywords
 #: that may differ per recording (the NWB subject and session fields).
 SHEET_OPTION_COLUMNS = tuple(dict.fromkeys(c for f in all_formats() for c in f.sheet_columns))
-SAMPLE_SHEET_COLUMNS = ("recording", "path", "fs_Hz", *SHEET_OPTION_COLUMNS)
+#: Reader options a sample sheet may give per input (every format's ``input_keys``).
+INPUT_OPTION_COLUMNS = tuple(dict.fromkeys(c for f in all_formats() for c in f.input_keys))
+SAMPLE_SHEET_COLUMNS = (
+    "recording",
+    "path",
+    "fs_Hz",
+    "format",
+    *SHEET_OPTION_COLUMNS,
+    *INPUT_OPTION_COLUMNS,
+)
 
 _NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
 _log = logging.getLogger(__name__)
@@ -77,7 +102,12 @@ class Recording:
         Writer keywords from the sample sheet's optional columns (subject_id, species, ...);
         each target takes those its format lists in ``sheet_columns``.
     size_bytes : int or None
-        Size of the pickle (bytes) when discovery saw it, for the jobs' memory estimates.
+        Size of the input (bytes; a folder's input files together) when discovery saw it,
+        for the jobs' memory estimates.
+    format : str
+        Registry name of the input's format (``pickle``, ``nwb``, ``hdf5``, ``kilosort``).
+    read_options : tuple of (key, value)
+        Reader keywords for the input (config ``inputs.read_options`` and sheet cells).
     """
 
     name: str
@@ -85,6 +115,20 @@ class Recording:
     fs_Hz: float | None = None
     sheet_options: tuple[tuple[str, str], ...] = ()
     size_bytes: int | None = field(default=None, compare=False)
+    format: str = DEFAULT_INPUT_FORMAT
+    read_options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def reads_fs(self) -> bool:
+        """True when reading this input may take a sampling rate (times in samples)."""
+        return get_format(self.format).input_uses_fs
+
+    @property
+    def input_files(self) -> list[str]:
+        """The files whose changes re-run this recording's conversions."""
+        if self.path.startswith("s3://"):
+            return [self.path]
+        return get_format(self.format).input_files(self.path)
 
 
 def name_problem(name: Any) -> str | None:
@@ -143,13 +187,23 @@ def check_recordings(recordings: Sequence[Recording], *, source: str) -> list[Re
     return sorted(recordings, key=lambda r: r.name)
 
 
-def _stem(path: str) -> str:
-    base = os.path.basename(path)
-    return base[:-4] if base.endswith(".pkl") else os.path.splitext(base)[0]
+def _stem(path: str, fmt: str = DEFAULT_INPUT_FORMAT) -> str:
+    """The recording name of input ``path``: its base name without the format's suffix."""
+    base = os.path.basename(os.path.normpath(path))
+    for suffix in get_format(fmt).input_suffixes:
+        if base.lower().endswith(suffix):
+            return base[: -len(suffix)]
+    return base if os.path.isdir(path) else os.path.splitext(base)[0]
+
+
+def _size(path: str, fmt: str) -> int:
+    """Size in bytes of an input (a folder's input files together)."""
+    return sum(os.path.getsize(f) for f in get_format(fmt).input_files(path))
 
 
 def recordings_from_directory(directory: str | os.PathLike) -> list[Recording]:
-    """Every ``*.pkl`` file directly in ``directory`` (hidden files skipped), unsorted.
+    """Every input directly in ``directory`` (hidden names skipped), unsorted: files of a
+    known suffix and folders a folder format recognises; other entries are ignored.
 
     ``directory`` may be an S3 prefix, ``s3://bucket/path/``: every ``*.pkl`` object directly
     under it (see :func:`spikelab.s3.list_pickles`); the paths are then ``s3://`` URLs.
@@ -167,24 +221,52 @@ def recordings_from_directory(directory: str | os.PathLike) -> list[Recording]:
     out = []
     with os.scandir(directory) as entries:
         for entry in entries:
-            if entry.name.startswith(".") or not entry.name.endswith(".pkl"):
+            if entry.name.startswith("."):
                 continue
-            if entry.is_file():  # follows symlinks
-                path = os.path.join(directory, entry.name)
-                out.append(Recording(entry.name[:-4], path, size_bytes=entry.stat().st_size))
+            path = os.path.join(directory, entry.name)
+            is_dir = entry.is_dir()  # follows symlinks
+            if not is_dir and not entry.is_file():
+                continue
+            fmt = input_format_for(path, is_dir=is_dir)
+            if fmt is None:
+                continue
+            out.append(
+                Recording(
+                    _stem(path, fmt.name), path, size_bytes=_size(path, fmt.name), format=fmt.name
+                )
+            )
     return out
 
 
 def recordings_from_glob(pattern: str) -> list[Recording]:
-    """Every file matching the glob ``pattern`` (``**`` recursive), named by its stem."""
+    """Every file or input folder matching the glob ``pattern`` (``**`` recursive), named by
+    its stem; a file of no known suffix is read as a pickle."""
     if pattern.startswith("s3://"):
         raise InputError(
             f"inputs.glob {pattern!r}: glob patterns work on local files only; for S3 set "
             "inputs.directory to the prefix (s3://bucket/path/) or list the objects in a "
             "sample sheet"
         )
-    paths = [p for p in _glob.glob(pattern, recursive=True) if os.path.isfile(p)]
-    return [Recording(_stem(p), p, size_bytes=os.path.getsize(p)) for p in paths]
+    found: list[tuple[str, Any]] = []
+    folders: list[str] = []
+    for p in _glob.glob(pattern, recursive=True):
+        is_dir = os.path.isdir(p)
+        if not is_dir and not os.path.isfile(p):
+            continue
+        fmt = input_format_for(p, is_dir=is_dir)
+        if fmt is None:
+            if is_dir:
+                continue
+            fmt = get_format(DEFAULT_INPUT_FORMAT)
+        elif is_dir:
+            folders.append(os.path.join(os.path.normpath(p), ""))
+        found.append((p, fmt))
+    out = []
+    for p, fmt in found:
+        if any(os.path.normpath(p).startswith(f) for f in folders):
+            continue  # a file of an input folder (spike_times.npy of a Phy folder)
+        out.append(Recording(_stem(p, fmt.name), p, size_bytes=_size(p, fmt.name), format=fmt.name))
+    return out
 
 
 def _parse_fs(text: str, where: str) -> float | None:
@@ -198,6 +280,80 @@ def _parse_fs(text: str, where: str) -> float | None:
     if not math.isfinite(fs) or fs <= 0:
         raise InputError(f"{where}: fs_Hz {text!r} must be a sampling rate > 0 Hz")
     return fs
+
+
+def _sheet_format(given: str, path: str, remote: bool) -> str:
+    """The format of a sample sheet's input: its ``format`` cell, else from the path."""
+    if given:
+        if given not in format_names():
+            raise InputError(f"format {given!r} is not one of {', '.join(format_names())}")
+        fmt = get_format(given)
+        if remote and fmt.is_dir:
+            raise InputError(f"{path}: {given} folders on S3 are not supported; copy it locally")
+        exists = os.path.isdir(path) if fmt.is_dir else os.path.isfile(path)
+        if not remote and not exists:
+            kind = "folder" if fmt.is_dir else "file"
+            raise InputError(f"no such {kind} {path!r}")
+        return given
+    if remote:
+        found = input_format_for(path, is_dir=False)
+        return found.name if found else DEFAULT_INPUT_FORMAT
+    if os.path.isdir(path):
+        found = input_format_for(path, is_dir=True)
+        if found is None:
+            raise InputError(
+                f"{path!r} is a folder that no format reads (a KiloSort/Phy folder holds "
+                "spike_times.npy and params.py)"
+            )
+        return found.name
+    if not os.path.isfile(path):
+        raise InputError(f"no such file {path!r}")
+    found = input_format_for(path, is_dir=False)
+    return found.name if found else DEFAULT_INPUT_FORMAT
+
+
+def _scalar_cell(text: str) -> Any:
+    """A sheet cell read as a YAML scalar (``1.0`` a number, ``true`` a bool, else text)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, str | int | float | bool) else text
+
+
+def _sheet_read_options(fmt: str, cells: Mapping[str, str]) -> tuple[tuple[str, Any], ...]:
+    """The reader options of one sheet row (non-empty cells), checked against ``fmt``."""
+    given = {k: v.strip() for k, v in cells.items() if v.strip()}
+    keys = get_format(fmt).input_keys
+    wrong = [k for k in given if k not in keys]
+    if wrong:
+        raise InputError(
+            f"column(s) {', '.join(wrong)} do not apply to a {fmt} input (it takes "
+            f"{', '.join(keys) or 'no reader options'})"
+        )
+    return tuple(sorted((k, _scalar_cell(v)) for k, v in given.items()))
+
+
+def read_options_from_config(block: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The config's ``inputs.read_options`` (format -> reader keywords), checked against
+    each format's ``input_keys``."""
+    out: dict[str, dict[str, Any]] = {}
+    for fmt, options in (block or {}).items():
+        if fmt not in format_names():
+            raise InputError(
+                f"inputs.read_options.{fmt}: not a format ({', '.join(format_names())})"
+            )
+        keys = get_format(fmt).input_keys
+        wrong = [k for k in (options or {}) if k not in keys]
+        if wrong:
+            raise InputError(
+                f"inputs.read_options.{fmt}: {', '.join(wrong)} not reader option(s) of {fmt} "
+                f"inputs (it takes {', '.join(keys) or 'none'})"
+            )
+        out[fmt] = {k: v for k, v in (options or {}).items() if v is not None}
+    return out
 
 
 def recordings_from_sample_sheet(sheet: str | os.PathLike) -> list[Recording]:
@@ -229,8 +385,9 @@ def recordings_from_sample_sheet(sheet: str | os.PathLike) -> list[Recording]:
     if unknown or missing or len(set(header)) != len(header):
         raise InputError(
             f"{sheet}, line {lines[0][0]}: the header must name the tab-separated columns "
-            f"recording and path, and optionally fs_Hz and {', '.join(SHEET_OPTION_COLUMNS)}; "
-            f"got {header!r}"
+            f"recording and path, and optionally fs_Hz, format, "
+            f"{', '.join(SHEET_OPTION_COLUMNS)} and the reader options "
+            f"{', '.join(INPUT_OPTION_COLUMNS)}; got {header!r}"
             + (f" (unknown: {', '.join(unknown)})" if unknown else "")
             + (f" (missing: {', '.join(missing)})" if missing else "")
         )
@@ -254,16 +411,21 @@ def recordings_from_sample_sheet(sheet: str | os.PathLike) -> list[Recording]:
         except InputError as exc:
             problems.append(str(exc))
             continue
-        if not remote and not os.path.isfile(full):
-            problems.append(f"{where}: recording {name!r}: no such file {full!r}")
+        try:
+            fmt = _sheet_format(row[col["format"]].strip() if "format" in col else "", full, remote)
+            read = _sheet_read_options(
+                fmt, {c: row[col[c]] for c in INPUT_OPTION_COLUMNS if c in col}
+            )
+        except InputError as exc:
+            problems.append(f"{where}: recording {name!r}: {exc}")
             continue
         options = tuple(
             (c, row[col[c]].strip())
             for c in SHEET_OPTION_COLUMNS
             if c in col and row[col[c]].strip()
         )
-        size = None if remote else os.path.getsize(full)
-        out.append(Recording(name, full, fs, options, size))
+        size = None if remote else _size(full, fmt)
+        out.append(Recording(name, full, fs, options, size, fmt, read))
     remote = [r.path for r in out if r.path.startswith("s3://")]
     if remote:  # checked together: one listing per S3 folder, not one request per object
         from spikelab import s3
@@ -294,7 +456,10 @@ def discover_recordings(inputs: Mapping[str, Any]) -> list[Recording]:
     where = f"inputs.{kind} {given[kind]!r}"
     if kind == "directory":
         recs = recordings_from_directory(given[kind])
-        empty = f"{where}: no *.pkl file in the folder"
+        empty = (
+            f"{where}: no input in the folder (*.pkl, *.nwb, *.h5, *.hdf5 files or "
+            "KiloSort/Phy folders)"
+        )
     elif kind == "glob":
         recs = recordings_from_glob(given[kind])
         empty = f"{where}: the pattern matches no file"
@@ -303,6 +468,17 @@ def discover_recordings(inputs: Mapping[str, Any]) -> list[Recording]:
         empty = f"{where}: the sample sheet lists no recording"
     if not recs:
         raise InputError(empty)
+    defaults = read_options_from_config(inputs.get("read_options"))
+    if defaults:
+        recs = [
+            replace(
+                r,
+                read_options=tuple(
+                    sorted({**defaults.get(r.format, {}), **dict(r.read_options)}.items())
+                ),
+            )
+            for r in recs
+        ]
     return check_recordings(recs, source=where)
 
 

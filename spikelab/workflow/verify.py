@@ -1,4 +1,5 @@
-"""Read every output back with the matching loader and compare it with its source pickle.
+"""Read every output back with the matching loader and compare it with its source as read
+(a pickle, NWB, HDF5 file or KiloSort/Phy folder, each with its own reader).
 
 Checked per recording: the number of units, the number of spikes of every unit, every spike
 time within the target's tolerance (exact for ms, ~1 ulp for s, half a sample for samples, one
@@ -34,15 +35,16 @@ from spikelab import isolation
 from spikelab.formats.atomic import atomic_file
 from spikelab.jobs import (
     COMPARING,
+    COPIED_NOTE,
     DATA_FAULTS,
     LOADING,
     READING_OUTPUT,
     Fault,
     Limits,
     RecordingLimits,
+    SourceOf,
     describe_error,
     for_each_recording,
-    load_source,
     output_size,
     read_failure_stub,
     setup_logging,
@@ -145,14 +147,16 @@ def _number(x: float) -> float | None:
 
 
 @dataclass(frozen=True)
-class VerifyItem:
-    """One recording of a verify batch: its name, source pickle, output (file or folder) and
-    the sample sheet's sampling rate (Hz), if any."""
+class VerifyItem(SourceOf):
+    """One recording of a verify batch: its name, source, output (file or folder), the
+    sample sheet's sampling rate (Hz), if any, and the source's format and reader options."""
 
     recording: str
     source: str
     output: str
     sheet_fs_Hz: float | None = None
+    source_format: str | None = None
+    read_options: tuple[tuple[str, Any], ...] = ()
 
 
 def _empty_result(target: Target, item: VerifyItem) -> dict[str, Any]:
@@ -198,7 +202,7 @@ def _verify_items(
             result.update(status="export_failed", ok=False, message=stub)
             return result
         result["output_bytes"] = output_size(item.output)
-        src = load_source(item.source, pickle_loading)  # a fault here: see failed
+        src = item.load(pickle_loading, default_fs_Hz)  # a fault here: see failed
         fs, _ = resolve_fs_Hz(item.sheet_fs_Hz, src.metadata, default_fs_Hz)
         if target.uses_fs:
             result["fs_Hz"] = fs
@@ -227,6 +231,8 @@ def _verify_items(
         )
         if not cmp.ok:
             result.update(status="mismatch", ok=False, message="; ".join(cmp.problems))
+        elif item.same_as(target):
+            result["message"] = COPIED_NOTE
         result["seconds"] = round(time.perf_counter() - t0, 6)
         return result
 
@@ -337,7 +343,9 @@ def run_verify_job(
     items = []
     for params, src, out in zip(recordings, sources, outputs, strict=True):
         rec = RecordingParams.from_mapping(params)
-        items.append(VerifyItem(rec.recording, str(src), str(out), rec.sheet_fs_Hz))
+        items.append(
+            VerifyItem(rec.recording, str(src), str(out), rec.sheet_fs_Hz, **rec.source_kwargs())
+        )
     return verify_batch(
         tgt,
         items,

@@ -69,6 +69,22 @@ UNIT_KEY = {
 }
 
 
+#: The writer's default dataset and group names.
+_WRITER_NAME_DEFAULTS = {
+    "spike_times_dataset": "spike_times",
+    "spike_times_index_dataset": "spike_times_index",
+    "group_per_unit": "units",
+    "idces_dataset": "idces",
+    "times_dataset": "times",
+}
+#: The attribute naming each style's time dataset (a group's: its unit datasets).
+_TIME_DATASET = {
+    "ragged": "spike_times_dataset",
+    "group": "group_per_unit",
+    "paired": "times_dataset",
+}
+
+
 class HDF5Format(Format):
     """HDF5 in four styles; the config block holds named entries, one output each
     (``results/hdf5/<entry>/<recording>.h5``)."""
@@ -135,6 +151,67 @@ class HDF5Format(Format):
         if self.time_unit(options) == "bins":  # a spike comes back at its bin's left edge
             return float(options["raster_bin_size_ms"]), 4
         return super().time_tolerance(options, fs_Hz)
+
+    input_uses_fs = True
+    input_suffixes = (".h5", ".hdf5")
+    input_keys = tuple(dict.fromkeys(k for keys in READER_KEYS.values() for k in keys)) + (
+        "raw_dataset",
+        "raw_time_dataset",
+        "raw_time_unit",
+    )
+
+    def input_reader(self, path, read_options):
+        """An NWB file named ``.h5`` (an ``nwb_version`` root attribute and no SpikeLab style)
+        is read as NWB."""
+        if any(read_options.get(k) is not None for k in self.input_keys):
+            return self
+        from spikelab.formats.registry import get_format
+        from spikelab.formats.strict_hdf5 import open_hdf5
+
+        try:
+            with open_hdf5(path, path) as h5:
+                nwb = h5.attr(h5.f, "nwb_version") is not None
+                ours = h5.attr(h5.f, "spikelab_style") is not None
+        except Exception:  # noqa: BLE001 - the reader reports the file's fault
+            return self
+        return get_format("nwb") if nwb and not ours else self
+
+    def input_kwargs(self, path, read_options, fs_Hz, default_fs_Hz, *, pickle_loading=None):
+        kwargs = pick(read_options, self.input_keys)
+        kwargs["fs_Hz"] = fs_Hz
+        kwargs["default_fs_Hz"] = default_fs_Hz
+        return kwargs
+
+    def same_as_input(self, path, options):
+        """Our own ragged, group or paired file (no external link or virtual dataset anywhere)
+        with the same dataset names and time units and no raw data. A raster is always
+        re-written (its chunking and compression are not recorded)."""
+        style = options.get("style")
+        if style not in UNIT_KEY or options.get("raw_dataset") is not None:
+            return False
+        from spikelab.formats.strict_hdf5 import open_hdf5
+
+        key, default_unit = UNIT_KEY[style]
+        wanted_unit = options.get(key) or default_unit
+        names = [k for k in STYLE_KEYS[style] if k != key]
+        try:
+            with open_hdf5(path, path) as h5:
+                h5.check_whole_file()  # a copy must carry no external link anywhere
+                f = h5.f
+                if h5.text_attr(f, "spikelab_style") != style or h5.attr(f, "raw_dataset"):
+                    return False
+                for k in names:
+                    if h5.text_attr(f, k) != options.get(k, _WRITER_NAME_DEFAULTS[k]):
+                        return False
+                time_name = h5.text_attr(f, _TIME_DATASET[style])
+                obj = f.get(time_name) if time_name else None
+                if style == "group":
+                    obj = next(iter(obj.values()), None) if obj is not None else None
+                if obj is None or h5.text_attr(obj, "unit") != wanted_unit:
+                    return False
+                return wanted_unit != "samples"  # samples depend on the rate asked for
+        except Exception:  # noqa: BLE001 - not ours, or unreadable: re-write it
+            return False
 
     def reader_kwargs(self, options, fs_Hz, *, pickle_loading=None):
         kwargs = pick(options, READER_KEYS[options["style"]])

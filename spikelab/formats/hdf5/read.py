@@ -31,7 +31,9 @@ from spikelab.spikedata.spikedata import SpikeData
 __all__ = ["load_spikedata_from_hdf5"]
 
 
-def _resolve_unit(h5, dset, given: str | None, default: str, fs_Hz, name) -> tuple[str, Any]:
+def _resolve_unit(
+    h5, dset, given: str | None, default: str, fs_Hz, name, default_fs_Hz=None
+) -> tuple[str, Any]:
     path = h5.source
     stored = h5.text_attr(dset, "unit")
     if given is not None and stored is not None and given != stored:
@@ -45,16 +47,18 @@ def _resolve_unit(h5, dset, given: str | None, default: str, fs_Hz, name) -> tup
             f"{', '.join(TIME_UNITS)}"
         )
     fs = fs_Hz if fs_Hz is not None else h5.number_attr(dset, "fs_Hz", unit="Hz", positive=True)
+    if fs is None:
+        fs = default_fs_Hz
     if unit == "samples" and fs is None:
         raise LoadError(f"{path}: dataset {name!r} holds samples; pass fs_Hz (Hz)")
     return unit, fs
 
 
-def _read_times(h5, name, given, default, fs_Hz) -> np.ndarray:
+def _read_times(h5, name, given, default, fs_Hz, default_fs_Hz=None) -> np.ndarray:
     """The times of dataset ``name`` in ms (its unit from ``given``, its attribute or
-    ``default``)."""
+    ``default``; its rate from ``fs_Hz``, its attribute or ``default_fs_Hz``)."""
     dset = h5.dataset(name)
-    unit, fs = _resolve_unit(h5, dset, given, default, fs_Hz, name)
+    unit, fs = _resolve_unit(h5, dset, given, default, fs_Hz, name, default_fs_Hz)
     return unit_to_ms(h5.read(dset, name), unit, fs).reshape(-1)
 
 
@@ -86,6 +90,7 @@ def load_spikedata_from_hdf5(
     length_ms: float | None = None,
     start_time_ms: float | None = None,
     metadata: Mapping[str, Any] | None = None,
+    default_fs_Hz: float | None = None,
 ) -> SpikeData:
     """Read SpikeData (times in ms) from an HDF5 file written in any of the four styles.
 
@@ -95,8 +100,9 @@ def load_spikedata_from_hdf5(
     A unit left as None is read from the dataset's ``unit`` attribute, else it takes the
     exporter's default (s for ragged and group, ms for paired and raw time); a unit given
     that contradicts the file's attribute is an error. ``fs_Hz`` (Hz) is needed for samples
-    unless the file records it. ``length_ms``/``start_time_ms`` override the file's values;
-    ``metadata`` entries are added to (and override) the file's metadata.
+    unless the file records it; ``default_fs_Hz`` (Hz) is used only where it does not.
+    ``length_ms``/``start_time_ms`` override the file's values; ``metadata`` entries are
+    added to (and override) the file's metadata.
     Raster files give each spike the left edge of its bin.
 
     The file is untrusted (see :mod:`~spikelab.formats.strict_hdf5`): only a regular file is
@@ -136,7 +142,7 @@ def load_spikedata_from_hdf5(
                 or h5.text_attr(f, "spike_times_index_dataset")
                 or "spike_times_index"
             )
-            flat = _read_times(h5, st_name, spike_times_unit, "s", fs_Hz)
+            flat = _read_times(h5, st_name, spike_times_unit, "s", fs_Hz, default_fs_Hz)
             ends = _read_index(h5, ix_name)
             check_unit_count(ends.size, path, f"{ix_name!r}")
             if ends.size and (np.any(np.diff(ends) < 0) or ends[-1] != flat.size or ends[0] < 0):
@@ -148,7 +154,7 @@ def load_spikedata_from_hdf5(
         elif style == "paired":
             t_name = times_dataset or h5.text_attr(f, "times_dataset") or "times"
             i_name = idces_dataset or h5.text_attr(f, "idces_dataset") or "idces"
-            times = _read_times(h5, t_name, times_unit, "ms", fs_Hz)
+            times = _read_times(h5, t_name, times_unit, "ms", fs_Hz, default_fs_Hz)
             idces = _read_index(h5, i_name)
             if idces.shape != times.shape:
                 raise LoadError(f"{path}: {i_name!r} and {t_name!r} differ in length")
@@ -173,7 +179,7 @@ def load_spikedata_from_hdf5(
             train = [np.sort(t) for t in np.split(times, ends[:-1])] if n else []
         elif style == "group":
             g_name = group_per_unit or h5.text_attr(f, "group_per_unit") or "units"
-            train = _read_group(h5, g_name, group_time_unit, fs_Hz)
+            train = _read_group(h5, g_name, group_time_unit, fs_Hz, default_fs_Hz)
         else:
             r_name = raster_dataset or h5.text_attr(f, "raster_dataset") or "raster"
             train = _read_raster(h5, h5.dataset(r_name), r_name, raster_bin_size_ms, start)
@@ -183,7 +189,7 @@ def load_spikedata_from_hdf5(
             raw_data = h5.read(h5.dataset(r_name), r_name)
             rt_name = raw_time_dataset or h5.text_attr(f, "raw_time_dataset")
             if rt_name:
-                raw_time = _read_times(h5, rt_name, raw_time_unit, "ms", fs_Hz)
+                raw_time = _read_times(h5, rt_name, raw_time_unit, "ms", fs_Hz, default_fs_Hz)
             else:
                 raw_time = np.arange(
                     np.shape(raw_data)[-1] if np.ndim(raw_data) else 0, dtype=float
@@ -223,7 +229,7 @@ def load_spikedata_from_hdf5(
         )
 
 
-def _read_group(h5, g_name: str, group_time_unit, fs_Hz) -> list[np.ndarray]:
+def _read_group(h5, g_name: str, group_time_unit, fs_Hz, default_fs_Hz=None) -> list[np.ndarray]:
     """One unit per dataset of group ``g_name``, in the numeric order of their names."""
     import h5py
 
@@ -242,7 +248,7 @@ def _read_group(h5, g_name: str, group_time_unit, fs_Hz) -> list[np.ndarray]:
         if not isinstance(dset, h5py.Dataset):
             raise LoadError(f"{h5.source}: {g_name}/{name} is not a dataset of spike times")
         label = f"{g_name}/{name}"
-        unit, fs = _resolve_unit(h5, dset, group_time_unit, "s", fs_Hz, name)
+        unit, fs = _resolve_unit(h5, dset, group_time_unit, "s", fs_Hz, name, default_fs_Hz)
         train.append(unit_to_ms(h5.read(dset, label), unit, fs).reshape(-1))
     return train
 

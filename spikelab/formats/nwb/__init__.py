@@ -6,7 +6,7 @@
 
 from spikelab.formats.nwb.read import load_spikedata_from_nwb
 from spikelab.formats.nwb.write import export_spikedata_to_nwb
-from spikelab.formats.registry import Format, ResourceModel
+from spikelab.formats.registry import Format, ResourceModel, pick
 
 __all__ = ["export_spikedata_to_nwb", "load_spikedata_from_nwb", "FORMAT"]
 
@@ -71,6 +71,12 @@ class NWBFormat(Format):
 
     def reader_kwargs(self, options, fs_Hz, *, pickle_loading=None):
         return {**super().reader_kwargs(options, fs_Hz), "prefer_pynwb": True}
+
+    input_suffixes = (".nwb",)
+    input_keys = ("spike_times_dataset", "spike_times_index_dataset", "group")
+
+    def input_kwargs(self, path, read_options, fs_Hz, default_fs_Hz, *, pickle_loading=None):
+        return {**pick(read_options, self.input_keys), "prefer_pynwb": True}
 
 
 FORMAT = NWBFormat()
