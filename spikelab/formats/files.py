@@ -9,7 +9,8 @@
   nesting too deep, numbers too long) into a :class:`LoadError` naming the file and the field.
 - :func:`read_npy_vector` reads a ``.npy`` file after checking its header: numeric dtype only
   (never objects, so never pickles), a shape that is a vector, and a declared size that the file
-  holds, before anything is allocated.
+  holds, before anything is allocated; :func:`read_npy_array` the same for an array of a
+  given rank (KiloSort's templates, channel positions), up to a stated size.
 - :func:`loader_boundary` wraps a loader: any exception that is not already a
   :class:`LoadError` becomes one naming the file, so no content of an input can raise anything
   else.
@@ -56,6 +57,7 @@ __all__ = [
     "read_text",
     "parse_json",
     "read_npy_vector",
+    "read_npy_array",
     "loader_boundary",
     "check_unit_count",
 ]
@@ -197,6 +199,42 @@ def parse_json(text: Any, source: str, field: str) -> Any:
         raise LoadError(f"{source}: {field} is not readable JSON ({_first_line(exc)})") from None
 
 
+def _npy_header(fh, size: int, source: str, what: str) -> tuple[tuple, bool, np.dtype, int]:
+    """(shape, fortran order, dtype, offset of the data) of the ``.npy`` file open as ``fh``
+    (``size`` bytes), checked: a 1.0 or 2.0 header, a numeric dtype (never objects), a valid
+    shape whose declared size the file holds. Any fault is a LoadError naming ``source``."""
+    from numpy.lib import format as npy
+
+    try:
+        version = npy.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except (ValueError, EOFError, SyntaxError, TypeError, UnicodeError) as exc:
+        raise LoadError(f"{source}: not a readable .npy file ({_first_line(exc)})") from None
+    except (MemoryError, RecursionError):
+        raise LoadError(f"{source}: not a readable .npy file (absurd header)") from None
+    header_end = fh.tell()
+    if dtype.hasobject:
+        raise LoadError(f"{source}: {what}: dtype {dtype} holds Python objects (a pickle); refused")
+    if dtype.kind not in "biuf" or dtype.shape:
+        raise LoadError(f"{source}: {what}: dtype {dtype} is not a number type; refused")
+    if any(not isinstance(d, int) or d < 0 for d in shape):
+        raise LoadError(f"{source}: {what}: invalid shape {shape} in the .npy header")
+    count = math.prod(shape)
+    held = size - header_end
+    if count * dtype.itemsize > held:
+        raise LoadError(
+            f"{source}: {what}: the .npy header declares shape {shape} of {dtype} = "
+            f"{count * dtype.itemsize} bytes, but the file holds {held} bytes of data "
+            "(truncated, or a forged header); refused"
+        )
+    return shape, bool(fortran), dtype, header_end
+
+
 def read_npy_vector(path: str | os.PathLike, what: str, source: str | None = None) -> np.ndarray:
     """The 1-D array of the ``.npy`` file ``path`` (``(n,)``, ``(n, 1)``, ``(1, n)`` or a
     scalar, flattened), read only after its header is checked.
@@ -207,45 +245,36 @@ def read_npy_vector(path: str | os.PathLike, what: str, source: str | None = Non
     declared size (shape x itemsize) larger than the data the file holds. Fortran order is
     the same byte order for these shapes.
     """
-    from numpy.lib import format as npy
-
     source = source or os.fspath(path)
     with open_regular(path, source) as (fd, size), open(fd, "rb", closefd=False) as fh:
-        try:
-            version = npy.read_magic(fh)
-            if version == (1, 0):
-                shape, _fortran, dtype = npy.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, _fortran, dtype = npy.read_array_header_2_0(fh)
-            else:
-                raise ValueError(f"unsupported .npy format version {version}")
-        except (ValueError, EOFError, SyntaxError, TypeError, UnicodeError) as exc:
-            raise LoadError(f"{source}: not a readable .npy file ({_first_line(exc)})") from None
-        except (MemoryError, RecursionError):
-            raise LoadError(f"{source}: not a readable .npy file (absurd header)") from None
-        header_end = fh.tell()
-        if dtype.hasobject:
-            raise LoadError(
-                f"{source}: {what}: dtype {dtype} holds Python objects (a pickle); refused"
-            )
-        if dtype.kind not in "biuf" or dtype.shape:
-            raise LoadError(f"{source}: {what}: dtype {dtype} is not a number type; refused")
-        if any(not isinstance(d, int) or d < 0 for d in shape):
-            raise LoadError(f"{source}: {what}: invalid shape {shape} in the .npy header")
+        shape, _fortran, dtype, _ = _npy_header(fh, size, source, what)
         if len(shape) > 2 or (len(shape) == 2 and 1 not in shape):
             raise LoadError(f"{source}: expected one value per spike, got shape {shape}")
         count = math.prod(shape)
-        held = size - header_end
-        if count * dtype.itemsize > held:
-            raise LoadError(
-                f"{source}: {what}: the .npy header declares shape {shape} of {dtype} = "
-                f"{count * dtype.itemsize} bytes, but the file holds {held} bytes of data "
-                "(truncated, or a forged header); refused"
-            )
         arr = np.fromfile(fh, dtype=dtype, count=count)
     if arr.size != count:  # shrank while being read
         raise LoadError(f"{source}: {what}: truncated ({arr.size} of {count} values)")
     return arr.reshape(-1)
+
+
+def read_npy_array(
+    path: str | os.PathLike, what: str, ndim: int, max_bytes: int, source: str | None = None
+) -> np.ndarray | None:
+    """The ``ndim``-dimensional array of the ``.npy`` file ``path``, its header checked as in
+    :func:`read_npy_vector`; None (nothing read) when it declares more than ``max_bytes``
+    bytes. A shape of another rank is a LoadError naming the file and ``what``."""
+    source = source or os.fspath(path)
+    with open_regular(path, source) as (fd, size), open(fd, "rb", closefd=False) as fh:
+        shape, fortran, dtype, _ = _npy_header(fh, size, source, what)
+        if len(shape) != ndim:
+            raise LoadError(f"{source}: {what}: expected {ndim} dimensions, got shape {shape}")
+        count = math.prod(shape)
+        if count * dtype.itemsize > max_bytes:
+            return None
+        arr = np.fromfile(fh, dtype=dtype, count=count)
+    if arr.size != count:  # shrank while being read
+        raise LoadError(f"{source}: {what}: truncated ({arr.size} of {count} values)")
+    return arr.reshape(shape, order="F" if fortran else "C")
 
 
 def check_unit_count(n: int, source: str, where: str) -> None:

@@ -1,4 +1,5 @@
-"""Read a KiloSort/Phy folder (written by SpikeLab, KiloSort or Phy) as SpikeData (times in ms).
+"""Read a KiloSort/Phy folder (written by SpikeLab, KiloSort, Phy or SpikeInterface) as SpikeData
+(times in ms).
 
 ``params.py`` is parsed with ``ast.literal_eval``, never executed; ``spikelab.json``, when the
 folder has one, restores what Phy cannot hold (start time, length, metadata, attributes).
@@ -29,6 +30,7 @@ from spikelab.formats.files import (
     describe_mode,
     loader_boundary,
     parse_json,
+    read_npy_array,
     read_npy_vector,
     read_text,
     regular_or_absent,
@@ -37,6 +39,12 @@ from spikelab.formats.kilosort.layout import SIDE_FILE, label
 from spikelab.formats.time_units import TIME_UNITS, check_fs, unit_to_ms
 
 __all__ = ["load_spikedata_from_kilosort"]
+
+#: Most cluster_*.tsv tables read from one folder (a sorter writes a handful).
+MAX_TABLES = 64
+#: Largest templates.npy read for the units' peak channels (a 384-channel probe with 1000
+#: templates of 82 samples in float32 is 126 MB); beyond it units get no electrode.
+TEMPLATES_MAX_BYTES = 1 << 30
 
 
 def load_spikedata_from_kilosort(
@@ -78,18 +86,26 @@ def load_spikedata_from_kilosort(
     include_noise : bool
         With ``cluster_info_tsv``, keep every cluster it lists whatever its label.
     channel_map_file, channel_positions_file : str
-        Accepted for SpikeLab 0.1.2's signature and not read (a value other than the default
-        warns): electrodes and locations come from ``spikelab.json`` or the cluster table.
+        Accepted for SpikeLab 0.1.2's signature; a value other than the default warns and is
+        not read. Electrodes and locations come from ``spikelab.json``, else (a sorter's
+        folder) from each unit's template: its peak channel in ``templates.npy`` (through
+        ``templates_ind.npy``), mapped by ``channel_map.npy`` and ``channel_positions.npy``.
 
-    Units follow cluster_info.tsv (else cluster_group.tsv, else sorted cluster ids); clusters
-    with spikes but no row are appended. Each unit's ``neuron_attributes`` hold its
-    ``cluster_id``; the rest come from ``spikelab.json`` or, without it, the TSV columns.
+    Units follow cluster_info.tsv (else cluster_group.tsv, else the clusters the other
+    ``cluster_<name>.tsv`` list, else sorted cluster ids); clusters with spikes but no row
+    are appended. Each unit's ``neuron_attributes`` hold its ``cluster_id``; the rest come
+    from ``spikelab.json`` or, without it, the columns of every ``cluster_<name>.tsv``
+    (KSLabel, group, quality, metrics), merged by cluster_id, and the electrode and location.
+    A params.py that is no valid Python as a whole (a Windows ``dat_path`` in plain quotes)
+    is read line by line, still never executed.
 
     The folder is untrusted: only regular files are read (a FIFO, device or directory in the
     place of one is refused); ``.npy`` headers are checked (numbers only, never objects; a
     vector; a declared size the file holds) before anything is allocated; params.py (1 MiB),
-    the cluster table (32 MiB) and ``spikelab.json`` (64 MiB) are refused beyond those sizes;
-    at most 2**20 units. Any fault is a LoadError naming the file (and the field).
+    the cluster tables (32 MiB in all) and ``spikelab.json`` (64 MiB) are refused beyond those
+    sizes;
+    at most 2**20 units, 64 cluster tables, and a templates.npy of at most 1 GiB (a larger
+    one warns and is not read). Any fault is a LoadError naming the file (and the field).
     """
 
     folder = Path(folder)
@@ -195,7 +211,7 @@ def _load(
     times_ms = unit_to_ms(times - offset if offset else times, time_unit, fs)
     del times
 
-    table = _read_cluster_table(folder)
+    table = _read_cluster_tables(folder)
     ids = [int(r["cluster_id"]) for r in table]
     if len(set(ids)) != len(ids):
         raise LoadError(f"{folder}: the cluster table lists a cluster_id more than once")
@@ -206,6 +222,10 @@ def _load(
     ids += extra
     table += [{"cluster_id": c} for c in extra]
     n_units = len(ids)
+    channels = None
+    if side is None:  # another sorter's folder: each unit's peak channel from its template
+        by_template = spike_clusters_file == "spike_templates.npy"
+        channels = _unit_channels(folder, ids, unit_of_spike, by_template)
     order = np.argsort(unit_of_spike, kind="stable")  # radix sort for up to 65536 units
     sorted_ms = times_ms[order]
     del order, times_ms
@@ -229,6 +249,12 @@ def _load(
                 a["group"] = group
     else:
         attrs = [{k: v for k, v in r.items() if k not in ("cluster_id", "id")} for r in table]
+    if channels is not None:
+        for a, (electrode, location) in zip(attrs, channels, strict=True):
+            if electrode is not None:
+                a.setdefault("electrode", electrode)
+            if location is not None:
+                a.setdefault("location", location)
     for a, c in zip(attrs, ids, strict=True):
         a["cluster_id"] = c
     metadata = dict(side.get("metadata") or {}) if side is not None else {}
@@ -298,6 +324,110 @@ def _unit_of_spike(clusters: np.ndarray, ids: list[int]) -> tuple[np.ndarray, li
     return order[where].astype(dtype), extra
 
 
+def _unit_channels(
+    folder: Path, ids: list[int], unit_of_spike: np.ndarray, by_template: bool
+) -> list[tuple[int | None, list[float] | None]] | None:
+    """Each unit's (electrode, location in um) from its template's peak channel, as Phy and
+    SpikeInterface place a unit: the template is the cluster's own (clusters are templates)
+    or the one most of its spikes came from (``spike_templates.npy``); the peak channel is
+    where the template's largest absolute value lies (through ``templates_ind.npy`` for
+    sparse templates); the electrode is ``channel_map[channel]`` and the location
+    ``channel_positions[channel]``. None when the folder has no ``templates.npy`` (or one
+    larger than :data:`TEMPLATES_MAX_BYTES`); (None, None) for a unit whose channel is
+    unknown."""
+    path = folder / "templates.npy"
+    if not regular_or_absent(path):
+        return None
+    templates = read_npy_array(path, "templates", 3, TEMPLATES_MAX_BYTES)
+    if templates is None:
+        warnings.warn(
+            f"{path}: larger than {TEMPLATES_MAX_BYTES} bytes; units get no electrode",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
+    n_templates, _, width = templates.shape
+    peak = np.full(n_templates, -1, dtype=np.int64)
+    for t0 in range(0, n_templates, 64):  # blocks of templates: small temporaries
+        amp = np.abs(templates[t0 : t0 + 64]).max(axis=1, initial=0)
+        found = amp.max(axis=1, initial=0) > 0
+        peak[t0 : t0 + 64] = np.where(found, amp.argmax(axis=1) if width else -1, -1)
+    del templates
+    ind_path = folder / "templates_ind.npy"
+    if regular_or_absent(ind_path):
+        ind = read_npy_array(ind_path, "template channels", 2, TEMPLATES_MAX_BYTES)
+        if ind is None or ind.shape != (n_templates, width):
+            return None
+        has = peak >= 0
+        chan = np.full(n_templates, -1.0)
+        chan[has] = ind[np.flatnonzero(has), peak[has]]
+        inside = np.isfinite(chan) & (chan >= 0) & (chan < 2**31) & (chan == np.round(chan))
+        peak = np.where(inside, chan, -1).astype(np.int64)  # -1: padding, or no channel
+    chan_map = None
+    if regular_or_absent(folder / "channel_map.npy"):
+        values = _load_vector(folder, "channel_map.npy", "channel map")
+        ok = values.dtype.kind in "iuf" and bool(
+            np.all(np.isfinite(values) & (values == np.round(values)))
+        )
+        if not ok or (values.size and (values.min() < 0 or values.max() >= 2**63)):
+            raise LoadError(
+                f"{folder / 'channel_map.npy'}: the channel map must hold channel numbers "
+                "(integers >= 0)"
+            )
+        chan_map = values.astype(np.int64)
+    n_chan = chan_map.size if chan_map is not None else int(peak.max(initial=-1)) + 1
+    positions = None
+    if regular_or_absent(folder / "channel_positions.npy"):
+        positions = read_npy_array(
+            folder / "channel_positions.npy", "channel positions", 2, TEMPLATES_MAX_BYTES
+        )
+        if positions is not None and (
+            positions.shape[0] != n_chan
+            or not 1 <= positions.shape[1] <= 3
+            or not np.all(np.isfinite(positions))
+        ):
+            positions = None
+    template = _unit_templates(folder, ids, unit_of_spike, by_template, n_templates)
+    out: list[tuple[int | None, list[float] | None]] = []
+    for t in template.tolist():
+        c = int(peak[t]) if 0 <= t < n_templates else -1
+        if not 0 <= c < n_chan:
+            out.append((None, None))
+            continue
+        electrode = int(chan_map[c]) if chan_map is not None else c
+        location = None if positions is None else [float(v) for v in positions[c]]
+        out.append((electrode, location))
+    return out
+
+
+def _unit_templates(
+    folder: Path, ids: list[int], unit_of_spike: np.ndarray, by_template: bool, n_templates: int
+) -> np.ndarray:
+    """Each unit's template (-1 when unknown): its cluster id when clusters are templates,
+    else the template most of its spikes came from (Phy's rule after a merge or split), else
+    (no spike) its cluster id when that is a template."""
+    template = np.asarray(ids, dtype=np.int64)
+    template = np.where((template >= 0) & (template < n_templates), template, -1)
+    if by_template or not regular_or_absent(folder / "spike_templates.npy"):
+        return template
+    spike_templates = _as_ids(
+        _load_vector(folder, "spike_templates.npy", "spike templates"), folder
+    )
+    if spike_templates.size != unit_of_spike.size or not spike_templates.size:
+        return template
+    if spike_templates.min() < 0 or spike_templates.max() >= n_templates:
+        return template
+    key = unit_of_spike.astype(np.int64) * n_templates + spike_templates
+    del spike_templates
+    pairs, counts = np.unique(key, return_counts=True)
+    units, templates = np.divmod(pairs, n_templates)
+    order = np.lexsort((-counts, units))  # per unit, the most frequent template first
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = units[order][1:] != units[order][:-1]
+    template[units[order][first]] = templates[order][first]
+    return template
+
+
 def _sample_offset(value: Any, path: Path) -> int:
     """``sample_offset`` of the side file: an integer number of samples within int64."""
     if isinstance(value, float) and value.is_integer():
@@ -338,12 +468,21 @@ def _read_params(path: Path) -> dict[str, Any]:
     at most :data:`~spikelab.formats.files.PARAMS_MAX_BYTES` are read."""
     text = read_text(path, PARAMS_MAX_BYTES, "params.py")
     try:
-        tree = ast.parse(text, filename=str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)  # "\d" in a Windows dat_path
+            body = ast.parse(text, filename=str(path)).body
     except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
-        raise LoadError(f"{path}: not a readable params.py ({type(exc).__name__}: {exc})") from None
+        # dat_path = 'C:\Users\...' (KiloSort 1 writes the full path, users edit one in):
+        # "\U" is no valid escape, so the file is no valid Python (and Phy's exec fails on
+        # it). Parse line by line, skipping the lines that do not parse.
+        body = _parse_lines(text)
+        if not body:
+            raise LoadError(
+                f"{path}: not a readable params.py ({type(exc).__name__}: {exc})"
+            ) from None
     params: dict[str, Any] = {}
     bad: list[str] = []
-    for node in tree.body:
+    for node in body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target, value = node.targets[0], node.value
         elif isinstance(node, ast.AnnAssign) and node.value is not None:
@@ -364,6 +503,19 @@ def _read_params(path: Path) -> dict[str, Any]:
     ):
         raise LoadError(f"{path}: sample_rate must be a number in Hz, got {rate!r}")
     return params
+
+
+def _parse_lines(text: str) -> list[ast.stmt]:
+    """The statements of each line of ``text`` that parses on its own."""
+    body: list[ast.stmt] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        for line in text.splitlines():
+            try:
+                body += ast.parse(line).body
+            except (SyntaxError, ValueError, MemoryError, RecursionError):
+                continue
+    return body
 
 
 def _read_side_file(folder: Path) -> dict | None:
@@ -453,18 +605,74 @@ def _select_units(sd, folder: Path, table_name: str, include_noise: bool):
     )
 
 
-def _read_cluster_table(
-    folder: Path, names: tuple[str, ...] = ("cluster_info.tsv", "cluster_group.tsv")
-) -> list[dict[str, Any]]:
-    """Rows of the first table of ``names`` in ``folder`` (cluster_info.tsv, else
-    cluster_group.tsv) with numbers converted, in file order."""
+def _read_cluster_tables(folder: Path) -> list[dict[str, Any]]:
+    """Rows of cluster_info.tsv (else cluster_group.tsv), in file order, with the columns of
+    every other ``cluster_<name>.tsv`` (what KiloSort, Phy and SpikeInterface write:
+    cluster_KSLabel.tsv, cluster_ContamPct.tsv, cluster_quality.tsv...) merged in by
+    cluster_id, as Phy and SpikeInterface read them; a column already there is kept. The
+    main table lists the clusters (the others may still list clusters merged away in Phy);
+    without one, every cluster the others list. At most :data:`MAX_TABLES` tables of
+    :data:`~spikelab.formats.files.TABLE_MAX_BYTES` in all."""
+    main = next(
+        (n for n in ("cluster_info.tsv", "cluster_group.tsv") if regular_or_absent(folder / n)),
+        None,
+    )
+    try:
+        others = sorted(
+            e.name
+            for e in os.scandir(folder)
+            if e.name.startswith("cluster_") and e.name.endswith(".tsv") and e.name != main
+        )
+    except OSError as exc:
+        raise LoadError(f"{folder}: cannot be listed ({exc.strerror})") from None
+    names = ([main] if main else []) + others
+    if len(names) > MAX_TABLES:
+        raise LoadError(
+            f"{folder}: {len(names)} cluster_*.tsv tables, more than the {MAX_TABLES} a "
+            "KiloSort/Phy folder is read with; refused"
+        )
+    rows: list[dict[str, Any]] = []
+    where: dict[Any, dict[str, Any]] = {}
+    budget = TABLE_MAX_BYTES
+    for name in names:
+        if not regular_or_absent(folder / name):  # removed meanwhile
+            continue
+        table, used = _read_table(folder / name, budget)
+        budget -= used
+        if name == main:
+            rows = table
+            where = {r["cluster_id"]: r for r in rows}
+            continue
+        for row in table:
+            known = where.get(row["cluster_id"])
+            if known is None:
+                if main is None:  # KiloSort's own tables, before any Phy save
+                    where[row["cluster_id"]] = row
+                    rows.append(row)
+            else:
+                for key, value in row.items():
+                    known.setdefault(key, value)
+    return rows
+
+
+def _read_cluster_table(folder: Path, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows of the first table of ``names`` in ``folder``, with numbers converted, in file
+    order; no row when there is none."""
     for name in names:
         path = folder / name
         if regular_or_absent(path):
-            break
-    else:
-        return []
-    text = read_text(path, TABLE_MAX_BYTES, "cluster table")
+            return _read_table(path, TABLE_MAX_BYTES)[0]
+    return []
+
+
+def _read_table(path: Path, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Rows of the cluster table ``path`` (at most ``limit`` bytes) with numbers converted,
+    in file order, and the bytes it holds."""
+    if limit <= 0:
+        raise LoadError(
+            f"{path}: the cluster tables hold more than {TABLE_MAX_BYTES} bytes in all; refused"
+        )
+    text = read_text(path, limit, "cluster table")
     first = text.split("\n", 1)[0]
     rows, cells = [], 0
     try:
@@ -491,7 +699,7 @@ def _read_cluster_table(
         if not -(2**63) <= cid < 2**63:
             raise LoadError(f"{path}: line {line}: cluster_id {cid} is outside int64")
         out.append(row)
-    return out
+    return out, len(text.encode("utf-8"))
 
 
 def _cell(text: str) -> Any:

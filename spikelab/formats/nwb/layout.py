@@ -110,7 +110,9 @@ class Parts:
         self.resolution: float | None = None
         self.columns: dict[str, list] = {}
         self.obs: tuple[float, float] | None = None
-        self.electrode_ids: list | None = None
+        self.electrode_ids: list | None = None  # SpikeLab 0.1.2's plain layout
+        self.electrodes: dict[str, list] = {}  # per-unit electrode, location... (NWB)
+        self.unit_ids: np.ndarray | None = None  # the Units table's ids (NWB)
         self.file_meta: dict[str, Any] = {}
         self.start_ms: float | None = None
         self.length_ms: float | None = None

@@ -2,8 +2,9 @@
 from SpikeLab's plain HDF5 layout.
 
 Files with SpikeLab's state (``/scratch/spikelab``) come back exactly as written; files of other
-writers give start_time/length from ``obs_intervals`` (else the spikes), metadata from the
-NWBFile fields and ``fs_Hz`` = 1/resolution, and neuron_attributes from the scalar Units columns.
+writers (neuroconv, pynwb) give start_time/length from ``obs_intervals`` (else the spikes),
+metadata from the NWBFile fields and ``fs_Hz`` = 1/resolution, and neuron_attributes from the
+Units columns, the Units ids and each unit's electrode (see :func:`_foreign_attributes`).
 """
 
 from __future__ import annotations
@@ -49,18 +50,40 @@ def _decode(values: Any) -> list:
 
 
 def _unit_columns(names: list[str], get, n: int) -> dict[str, list]:
-    """Scalar per-unit columns (not NWB-defined, not indexed) as Python lists."""
+    """Per-unit columns that NWB does not define, as Python lists: a scalar per unit, a list
+    per unit for a 2-D column or a column with one index (``<name>_index``, the values of
+    unit i ending at ``index[i]``). ``get(name)`` gives the column's data and its index (or
+    None); columns of other shapes, of compound or reference types, or with a second index
+    are left out."""
     out = {}
     for name in names:
-        if name in RESERVED_COLUMNS or f"{name}_index" in names or name.endswith("_index"):
+        if name in RESERVED_COLUMNS or name.endswith("_index"):
             continue
-        data = get(name)
-        if data is None or getattr(data, "ndim", 1) != 1 or len(data) != n:
+        data, index = get(name)
+        if data is None or index is False:
             continue
         values = data[:]
-        if isinstance(values, np.ndarray) and values.dtype.kind not in "biufOSU":
+        if not isinstance(values, np.ndarray):
+            values = np.asarray(values)
+        if values.dtype.kind not in "biufOSU":
             continue
-        out[name] = _decode(values)
+        if index is not None:
+            ends = np.asarray(index[:]).reshape(-1)
+            if (
+                values.ndim != 1
+                or ends.size != n
+                or ends.dtype.kind not in "iu"
+                or np.any(np.diff(ends, prepend=0) < 0)
+                or (n and ends[-1] != values.size)
+            ):
+                continue
+            flat = _decode(values)
+            starts = np.r_[0, ends[:-1]].tolist() if n else []
+            out[name] = [flat[a:b] for a, b in zip(starts, ends.tolist(), strict=True)]
+        elif values.ndim == 1 and len(values) == n:
+            out[name] = _decode(values)
+        elif values.ndim == 2 and len(values) == n:
+            out[name] = [_decode(row) for row in values]
     return out
 
 
@@ -94,29 +117,41 @@ def _read_nwb_h5py(h5) -> Parts:
         colnames = [] if colnames is None else _decode(np.atleast_1d(colnames))
         colnames = [c for c in colnames if isinstance(c, str)]
 
-        def get(name):
-            obj = h5.node(name, units)
+        def dataset(name, group=units):
+            obj = h5.node(name, group)
             return obj if isinstance(obj, h5py.Dataset) else None
 
+        def get(name):
+            index = dataset(f"{name}_index")
+            if index is not None and dataset(f"{name}_index_index") is not None:
+                return dataset(name), False
+            return dataset(name), index
+
         parts.columns = _unit_columns(colnames, get, n)
-        names = get("unit_name")
+        names = dataset("unit_name")
         if names is not None:
             parts.columns["unit_name"] = _decode(np.atleast_1d(names[()]))
-        obs = get("obs_intervals")
+        unit_ids = dataset("id")
+        if unit_ids is not None:
+            parts.unit_ids = np.asarray(unit_ids[()]).reshape(-1)
+        obs = dataset("obs_intervals")
         if obs is not None:
             parts.obs = _observed(obs[()])
-        rows, idx = get("electrodes"), get("electrodes_index")
+        rows, idx = dataset("electrodes"), dataset("electrodes_index")
         if rows is not None and idx is not None:
             table = h5.attr(rows, "table")
-            ids = None
+            columns: dict[str, np.ndarray] = {}
             if isinstance(table, h5py.Reference) and table:
                 target = f[table]
-                column = target.get("id") if isinstance(target, h5py.Group) else None
-                ids = np.asarray(column[()]) if isinstance(column, h5py.Dataset) else None
-            parts.electrode_ids = _electrode_ids(
+                if isinstance(target, h5py.Group):
+                    for key in ELECTRODE_COLUMNS:
+                        column = dataset(key, target)
+                        if column is not None:
+                            columns[key] = np.asarray(column[()])
+            parts.electrodes = _electrodes(
                 as_index(rows[()], source, "units/electrodes"),
                 as_index(idx[()], source, "units/electrodes_index"),
-                ids,
+                columns,
             )
     return parts
 
@@ -142,14 +177,41 @@ def _observed(values: Any) -> tuple[float, float] | None:
     return float(obs[:, 0].min()), float(obs[:, 1].max())
 
 
-def _electrode_ids(rows: np.ndarray, idx: np.ndarray, ids: np.ndarray | None) -> list | None:
-    """One electrode id per unit when every unit has exactly one electrode."""
+#: Columns of the electrodes table a reader takes: the row ids, the probe coordinates (um),
+#: the brain coordinates and the location's name.
+ELECTRODE_COLUMNS = ("id", "rel_x", "rel_y", "rel_z", "x", "y", "z", "location")
+
+
+def _electrodes(rows: np.ndarray, idx: np.ndarray, columns: dict[str, Any]) -> dict[str, list]:
+    """When every unit has exactly one electrode: each unit's ``electrode`` (the electrodes
+    table's id of its row), ``location`` (rel_x, rel_y[, rel_z], um, the probe coordinates;
+    without them x, y[, z], as SpikeLab 0.1.2 reads them) and ``electrode_location`` (the
+    row's location name). Otherwise nothing."""
+    ids = columns.get("id")
     if ids is None or idx.size == 0 or np.any(np.diff(idx, prepend=0) != 1):
-        return None
+        return {}
     ids = np.asarray(ids).reshape(-1)
-    if rows.size and (rows.min() < 0 or rows.max() >= ids.size or ids.dtype.kind not in "iu"):
-        return None
-    return [int(i) for i in ids[rows]]
+    if rows.size != idx.size or ids.dtype.kind not in "iu":
+        return {}
+    if rows.size and (rows.min() < 0 or rows.max() >= ids.size):
+        return {}
+    out: dict[str, list] = {"electrode": [int(i) for i in ids[rows]]}
+    for axes in (("rel_x", "rel_y", "rel_z"), ("x", "y", "z")):
+        found = [np.asarray(columns[a]).reshape(-1) for a in axes if a in columns]
+        if len(found) < 2 or axes[0] not in columns or axes[1] not in columns:
+            continue
+        if any(c.size != ids.size or c.dtype.kind not in "iuf" for c in found):
+            continue
+        coords = np.stack([c[rows] for c in found], axis=1).astype(np.float64)
+        if np.all(np.isfinite(coords)):
+            out["location"] = coords.tolist()
+            break
+    names = columns.get("location")
+    if names is not None:
+        names = np.asarray(names).reshape(-1)
+        if names.size == ids.size and names.dtype.kind in "OSU":
+            out["electrode_location"] = _decode(names[rows])
+    return out
 
 
 def _read_nwb_pynwb(h5) -> Parts:
@@ -182,21 +244,33 @@ def _read_nwb_pynwb(h5) -> Parts:
             if parts.state is None:
                 n = parts.ends.size
 
+                from hdmf.common import VectorIndex
+
                 def get(name):
-                    return getattr(units[name], "data", None)
+                    column = units[name]
+                    if isinstance(column, VectorIndex):
+                        if isinstance(column.target, VectorIndex):
+                            return None, False
+                        return getattr(column.target, "data", None), column.data
+                    return getattr(column, "data", None), None
 
                 names = list(units.colnames)
                 parts.columns = _unit_columns(names, get, n)
                 if "unit_name" in names:
                     parts.columns["unit_name"] = _decode(units["unit_name"].data[:])
+                parts.unit_ids = np.asarray(units.id.data[:]).reshape(-1)
                 if "obs_intervals" in names:
                     parts.obs = _observed(units["obs_intervals"].target.data[:])
                 if "electrodes" in names:
                     region = units["electrodes"]
                     rows = as_index(region.target.data[:], source, "units/electrodes")
                     idx = as_index(region.data[:], source, "units/electrodes_index")
-                    ids = np.asarray(region.target.table.id.data[:])
-                    parts.electrode_ids = _electrode_ids(rows, idx, ids)
+                    table = region.target.table
+                    columns = {"id": np.asarray(table.id.data[:])}
+                    for key in ELECTRODE_COLUMNS[1:]:
+                        if key in table.colnames:
+                            columns[key] = np.asarray(table[key].data[:])
+                    parts.electrodes = _electrodes(rows, idx, columns)
     except LoadError:
         raise
     except Exception as exc:  # pynwb/hdmf raise many types for files they cannot map
@@ -271,7 +345,15 @@ def _assemble(
 
 
 def _foreign_attributes(parts: Parts, n: int) -> list[dict] | None:
+    """Each unit's attributes: the Units columns, its id in the Units table (``unit_id``,
+    when the ids are not pynwb's default 0..N-1) and its electrode (see :func:`_electrodes`)."""
     cols = dict(parts.columns)
+    ids = parts.unit_ids
+    if ids is not None and ids.size == n and ids.dtype.kind in "iu":
+        if not np.array_equal(ids, np.arange(n)):
+            cols.setdefault("unit_id", [int(i) for i in ids])
+    for key, values in parts.electrodes.items():
+        cols.setdefault(key, values)
     if parts.electrode_ids is not None:
         cols.setdefault("electrode", parts.electrode_ids)
     if not cols or not n:
@@ -313,7 +395,10 @@ def load_spikedata_from_nwb(
 
     Files without SpikeLab's state (other NWB writers) give start_time/length from
     ``obs_intervals`` (else the spikes), metadata from the NWBFile fields and ``fs_Hz`` =
-    1/resolution, and neuron_attributes from the scalar Units columns.
+    1/resolution, and neuron_attributes from the Units columns (a column with an index, or of
+    two dimensions, as a list per unit), the Units ids (``unit_id``, unless 0..N-1) and, for
+    a unit on one electrode, its ``electrode`` id, ``location`` (rel_x/rel_y/rel_z in um,
+    else x/y/z) and ``electrode_location``.
 
     The file is untrusted (see :mod:`~spikelab.formats.strict_hdf5`): only a regular file is
     opened, and before pynwb or h5py reads anything the whole file is checked once (every link,
