@@ -29,6 +29,7 @@ for target in TARGETS:
                 target=target.as_params(),
                 recordings=recordings_param(target, batch),
                 fs_Hz=fs_param(target),
+                sample_sheet=sample_sheet_param(target),
                 pickle_loading=pickle_loading_param(),
                 isolation=config["isolation"],
                 on_bad_recording=config["on_bad_recording"],
