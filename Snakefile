@@ -1,7 +1,12 @@
 # Convert SpikeData pickles to HDF5, NWB, KiloSort/Phy and pickle, verify every output, and
 # tabulate the results. See README.md; options in config.yaml.
 
-from snakemake.utils import min_version, validate
+from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
+from snakemake.utils import min_version
+
+from spikelab.workflow import WorkflowConfigError
+from spikelab.workflow.config_check import check_config
 
 min_version("9.0")
 
@@ -9,7 +14,16 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "schemas/config.schema.yaml")
+# Every problem of the config at once, one line each; fills in the schema's defaults.
+try:
+    CONFIG_WARNINGS = check_config(
+        config, f"{workflow.basedir}/schemas/config.schema.yaml"
+    )
+except WorkflowConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+if workflow.is_main_process:  # not again in each job of a cluster run
+    for warning in CONFIG_WARNINGS:
+        logger.warning(warning)
 
 
 include: "rules/common.smk"

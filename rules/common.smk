@@ -96,6 +96,12 @@ def fs_param(target, batch):
     return config["fs_Hz"] if target.uses_fs or reads_fs(batch) else None
 
 
+def sample_sheet_param(target):
+    """Whether the recordings come from a sample sheet, for targets that need a sampling rate
+    (the message of a missing one says where to give it), else None."""
+    return bool(config["inputs"]["sample_sheet"]) if target.needs_fs else None
+
+
 def verify_results(targets):
     """Every verify JSON of ``targets``."""
     return [t.verify_output(b.key) for t in targets for b in BATCHES]

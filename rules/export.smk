@@ -30,6 +30,7 @@ for target in TARGETS:
                 recordings=recordings_param(target, batch),
                 sources=local_sources(batch),
                 fs_Hz=fs_param(target, batch),
+                sample_sheet=sample_sheet_param(target),
                 pickle_loading=pickle_loading_param(),
                 isolation=config["isolation"],
                 on_bad_recording=config["on_bad_recording"],

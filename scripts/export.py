@@ -13,4 +13,5 @@ run_export_job(
     pickle_loading=snakemake.params.pickle_loading,
     isolation=snakemake.params.isolation,
     mem_mb=snakemake.resources.mem_mb,
+    sample_sheet=snakemake.params.sample_sheet,
 )

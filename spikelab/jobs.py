@@ -52,8 +52,10 @@ __all__ = [
     "describe_error",
     "output_size",
     "load_source",
+    "SOURCE_FIX",
     "write_failure_stub",
     "read_failure_stub",
+    "fault_is",
     "for_each_recording",
     "RecordingLimits",
     "is_environment_fault",
@@ -266,6 +268,10 @@ class RecordingLimits:
         return Limits(memory_mb=memory_mb, seconds=seconds)
 
 
+#: What to do about a fault of the source's data (the default of a failure stub).
+SOURCE_FIX = "Fix or remove the source"
+
+
 def write_failure_stub(
     path: str | os.PathLike,
     *,
@@ -274,17 +280,20 @@ def write_failure_stub(
     source: str,
     target: str,
     error: str,
+    fix: str = SOURCE_FIX,
 ) -> None:
     """Write a failure stub at ``path`` (atomically): a text file, or a folder holding
-    :data:`STUB_FILE` when the output is a folder (``is_dir``)."""
+    :data:`STUB_FILE` when the output is a folder (``is_dir``). ``fix`` says what to do
+    (a sentence without its final period): :data:`SOURCE_FIX` for a fault of the data, the
+    config value to set when the config is what is missing."""
     text = (
         f"{STUB_MARKER}\n"
         f"recording: {recording}\n"
         f"source: {source}\n"
         f"target: {target}\n"
         f"error: {error}\n"
-        "This placeholder stands where the output would be. Fix or remove the source and "
-        "run snakemake again.\n"
+        f"This placeholder stands where the output would be. {fix}, and run snakemake "
+        "again.\n"
     )
     if is_dir:
         with atomic_directory(path) as tmp:
@@ -431,6 +440,15 @@ def for_each_recording(
             + "\n  - ".join(f"{f.recording}: {f.error}" for f in faults)
         )
     return results
+
+
+def fault_is(fault: Fault, exc_type: type[BaseException]) -> bool:
+    """True when ``fault`` was raised as an ``exc_type`` (in this process, or in a child,
+    where only the type's name comes back)."""
+    exc = fault.exception
+    if isinstance(exc, isolation.ChildFailure):
+        return exc.kind == "exception" and exc.type_name == exc_type.__name__
+    return isinstance(exc, exc_type)
 
 
 def _fault_text(description: str, item: Item) -> str:

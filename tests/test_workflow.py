@@ -205,9 +205,9 @@ def test_touching_one_input_reruns_only_its_batch(tmp_path):
 @pytest.mark.parametrize(
     "change, named",
     [
-        ({"batchsize": 3}, "'batchsize' was unexpected"),
+        ({"batchsize": 3}, "batchsize: unknown key (set to 3); did you mean 'batch_size'?"),
         ({"batch_size": "many"}, "batch_size"),
-        ({"nwb__sesion_description": "x"}, "'sesion_description' was unexpected"),
+        ({"nwb__sesion_description": "x"}, "nwb.sesion_description: unknown key"),
         ({"hdf5__raster__style": "dense"}, "'dense' is not one of"),
         ({"formats": ["nwb", "csv"]}, "'csv' is not one of"),
         ({"hdf5__raster__raster_bin_size_ms": None}, "hdf5.raster.raster_bin_size_ms"),

@@ -150,6 +150,12 @@ class Format:
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Raise OptionError naming the config key when ``options`` cannot work together."""
 
+    def option_warnings(self, block: Mapping[str, Any]) -> list[str]:
+        """Warnings, one line each naming the config key, about the format's config
+        ``block`` as the user wrote it (before the schema's defaults are filled in): keys that
+        are valid but have no effect. None by default."""
+        return []
+
     # --------------------------------------------------------------- time and rate
     def time_unit(self, options: Mapping[str, Any]) -> str:
         """Unit of the spike times in the file: ``ms``, ``s``, ``samples`` or ``bins``."""

@@ -1,5 +1,7 @@
 """The logic behind the Snakemake workflow, as plain Python that knows nothing of Snakemake.
 
+- :mod:`~spikelab.workflow.config_check`: check the config against its schema, every problem
+  on one line each, and fill in the defaults.
 - :mod:`~spikelab.workflow.inputs`: find the recordings (a folder, a glob or a sample sheet),
   validate their names, resolve each recording's sampling rate.
 - :mod:`~spikelab.workflow.targets`: the output targets (one per format, one per HDF5 style

@@ -31,23 +31,26 @@ from typing import Any
 
 from spikelab import isolation
 from spikelab.formats.atomic import remove_stale_temporaries
+from spikelab.formats.errors import MissingSamplingRateError
 from spikelab.formats.registry import DEFAULT_INPUT_FORMAT, get_format
 from spikelab.jobs import (
     COPIED_NOTE,
     EXPORTING,
+    SOURCE_FIX,
     BatchError,
     Fault,
     Limits,
     RecordingLimits,
     SourceOf,
     copy_unchanged,
+    fault_is,
     for_each_recording,
     output_size,
     setup_logging,
     write_failure_stub,
 )
 from spikelab.workflow.inputs import Recording, resolve_fs_Hz
-from spikelab.workflow.targets import Target
+from spikelab.workflow.targets import Target, sampling_rate_fix
 
 __all__ = [
     "BatchExportError",
@@ -188,10 +191,13 @@ def export_batch(
     on_bad_recording: str = "continue",
     pickle_loading: Mapping[str, Any] | None = None,
     limits: RecordingLimits | None = None,
+    sample_sheet: bool = False,
 ) -> list[ExportResult]:
     """Convert every item with ``exporter(sd, output, **kwargs)``; see the module docstring.
 
-    ``default_fs_Hz`` (Hz) is the config's fallback sampling rate. ``pickle_loading`` holds
+    ``default_fs_Hz`` (Hz) is the config's fallback sampling rate; ``sample_sheet`` says
+    whether the recordings come from a sample sheet (which may give rates), for the messages
+    about a missing rate. ``pickle_loading`` holds
     the opt-ins of ``load_spikedata_from_pickle`` (``trusted``, ``allow_globals``) for sources
     the user trusts; default: the restricted loader. With ``limits``, each recording is
     converted in its own child process under them (:func:`spikelab.jobs.for_each_recording`);
@@ -215,7 +221,7 @@ def export_batch(
             warnings.simplefilter("always")
             sd = item.load(pickle_loading, default_fs_Hz)
             fs, fs_source = resolve_fs_Hz(item.sheet_fs_Hz, sd.metadata, default_fs_Hz)
-            kwargs = target.exporter_kwargs(item.recording, fs)
+            kwargs = target.exporter_kwargs(item.recording, fs, sample_sheet=sample_sheet)
             kwargs.update(item.sheet_options)
             isolation.phase(EXPORTING)
             copied = item.same_as(target) and not item.sheet_options
@@ -242,6 +248,7 @@ def export_batch(
         log.error("%s: cannot convert %s: %s", target.name, item.recording, fault.error)
         remove_stale_temporaries(Path(item.output))  # of a child that died writing
         if keep_going:
+            missing_rate = fault_is(fault, MissingSamplingRateError)
             write_failure_stub(
                 item.output,
                 is_dir=target.is_dir,
@@ -249,6 +256,7 @@ def export_batch(
                 source=item.source,
                 target=target.name,
                 error=fault.error,
+                fix=sampling_rate_fix(sample_sheet) if missing_rate else SOURCE_FIX,
             )
             log.error("wrote failure stub %s", item.output)
         return ExportResult(item.recording, item.output, False, error=fault.error)
@@ -297,6 +305,7 @@ def run_export_job(
     pickle_loading: Mapping[str, Any] | None = None,
     isolation: Mapping[str, Any] | None = None,
     mem_mb: float | None = None,
+    sample_sheet: bool | None = None,
 ) -> list[ExportResult]:
     """Entry point of ``scripts/export.py``: set up logging and export one batch.
 
@@ -304,7 +313,8 @@ def run_export_job(
     mapping per source, in order (see :class:`RecordingParams`); ``pickle_loading`` as for
     :func:`export_batch`. Each recording is converted in a child process under the limits of
     ``isolation`` (``enabled``, default True; ``memory_mb``, ``seconds``: None derives them
-    from the job's ``mem_mb`` (MB) and the format's resource model).
+    from the job's ``mem_mb`` (MB) and the format's resource model). ``sample_sheet``: whether
+    the recordings come from a sample sheet (None when the target needs no sampling rate).
     """
     setup_logging(log_path)
     tgt = Target.from_params(target)
@@ -330,4 +340,5 @@ def run_export_job(
         on_bad_recording=on_bad_recording,
         pickle_loading=pickle_loading,
         limits=RecordingLimits.from_params(isolation, mem_mb),
+        sample_sheet=bool(sample_sheet),
     )

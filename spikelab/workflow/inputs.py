@@ -448,9 +448,10 @@ def discover_recordings(inputs: Mapping[str, Any]) -> list[Recording]:
     given = {k: inputs.get(k) for k in ("directory", "glob", "sample_sheet")}
     chosen = [k for k, v in given.items() if v not in (None, "")]
     if len(chosen) != 1:
+        seen = ", ".join(f"{k}: {'null' if v is None else repr(v)}" for k, v in given.items())
         raise InputError(
             "inputs: set exactly one of inputs.directory, inputs.glob and inputs.sample_sheet "
-            f"(the others null); got {', '.join(chosen) if chosen else 'none'}"
+            f"(the others null); got {len(chosen) or 'none'} set: {{{seen}}}"
         )
     kind = chosen[0]
     where = f"inputs.{kind} {given[kind]!r}"

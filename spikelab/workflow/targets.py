@@ -29,6 +29,7 @@ __all__ = [
     "MissingSamplingRateError",
     "targets_from_config",
     "selected_targets",
+    "sampling_rate_fix",
 ]
 
 RESULTS = "results"
@@ -110,14 +111,18 @@ class Target:
         """Sample-sheet columns that become writer keywords of this target."""
         return self.spec.sheet_columns
 
-    def exporter_kwargs(self, recording: str, fs_Hz: float | None) -> dict[str, Any]:
-        """Keyword arguments for the format's writer (after ``sd, path``)."""
+    def exporter_kwargs(
+        self, recording: str, fs_Hz: float | None, *, sample_sheet: bool = False
+    ) -> dict[str, Any]:
+        """Keyword arguments for the format's writer (after ``sd, path``). ``sample_sheet``
+        says whether the recordings come from a sample sheet (where a rate may be given), for
+        the message of a missing rate."""
         if fs_Hz is None and self.needs_fs:
+            sheet = "the sample sheet has no fs_Hz for it, " if sample_sheet else ""
             raise MissingSamplingRateError(
                 f"recording {recording!r}: the {self.name} export needs a sampling rate, and "
-                "none is known: the sample sheet has no fs_Hz for it, its metadata has no "
-                "usable 'fs_Hz' (a number > 0), and the config's fs_Hz is null. Set fs_Hz in "
-                "config.yaml or add an fs_Hz column to the sample sheet."
+                f"none is known: {sheet}its metadata has no usable 'fs_Hz' (a number > 0), "
+                f"and the config's fs_Hz is null. {sampling_rate_fix(sample_sheet)}."
             )
         return self.spec.writer_kwargs(self.options, recording, fs_Hz)
 
@@ -135,6 +140,16 @@ class Target:
         samples, one bin for a raster.
         """
         return self.spec.time_tolerance(self.options, fs_Hz)
+
+
+def sampling_rate_fix(sample_sheet: bool) -> str:
+    """What to do when a recording has no sampling rate: where a rate can be given."""
+    if sample_sheet:
+        return (
+            "Set fs_Hz in config.yaml (for every recording without one), or the recording's "
+            "fs_Hz in the sample sheet"
+        )
+    return "Set fs_Hz in config.yaml (for every recording without one in its metadata)"
 
 
 def _check_finite(key: str, value: Any, what: str) -> None:

@@ -18,6 +18,7 @@ every time dataset carries ``unit`` (and ``fs_Hz`` for samples).
 """
 
 import math
+from collections.abc import Mapping
 
 from spikelab.formats.errors import OptionError
 from spikelab.formats.hdf5.layout import HDF5_STYLES, RASTER_MAX_CELLS
@@ -37,6 +38,8 @@ __all__ = [
 
 # --------------------------------------------------------------------------- registry entry
 
+#: The style of an entry that names none (the schema's default).
+DEFAULT_STYLE = "ragged"
 #: Writer keywords every style uses.
 COMMON_KEYS = ("style", "raw_dataset", "raw_time_dataset", "raw_time_unit")
 #: Writer keywords of each style (the writer ignores the other styles' keywords, so they are
@@ -126,6 +129,25 @@ class HDF5Format(Format):
             options = pick(entry_block, COMMON_KEYS + STYLE_KEYS[style])
             outputs.append((f"hdf5/{entry}", options))
         return outputs
+
+    def option_warnings(self, block):
+        warnings = []
+        for entry, entry_block in (block or {}).items():
+            if not isinstance(entry_block, Mapping):
+                continue
+            style = entry_block.get("style", DEFAULT_STYLE)
+            if style not in STYLE_KEYS:
+                continue  # the schema reports it
+            used = COMMON_KEYS + STYLE_KEYS[style]
+            for key in entry_block:
+                if key in self.option_keys and key not in used:
+                    other = next(s for s, keys in STYLE_KEYS.items() if key in keys)
+                    default = "" if "style" in entry_block else " (the default)"
+                    warnings.append(
+                        f"config key hdf5.{entry}.{key}: ignored, it is a key of style "
+                        f"{other!r} and entry {entry!r} has style {style!r}{default}"
+                    )
+        return warnings
 
     def time_unit(self, options):
         style = options["style"]
