@@ -44,16 +44,6 @@ log = logging.getLogger("spikelab.cli")
 PROG = "spikelab"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-#: How an input is recognised, until the registry detects formats by their content: a file
-#: by its extension, a folder holding all of these files as a KiloSort/Phy folder.
-INPUT_SUFFIXES = {
-    ".pkl": "pickle",
-    ".pickle": "pickle",
-    ".nwb": "nwb",
-    ".h5": "hdf5",
-    ".hdf5": "hdf5",
-}
-INPUT_FOLDER = ("kilosort", ("spike_times.npy", "params.py"))
 INPUT_KINDS = ".pkl, .nwb, .h5/.hdf5, or a KiloSort/Phy folder (spike_times.npy + params.py)"
 
 HDF5_STYLES = ("ragged", "raster", "group", "paired")
@@ -68,32 +58,36 @@ class UsageError(Exception):
 
 # ----------------------------------------------------------------------------- inputs
 def detect_input_format(path: str | os.PathLike) -> str | None:
-    """The registered format name of the input at ``path``, or None when it is not one."""
+    """The registered format name of the input at ``path`` (a file by its suffix, a folder by
+    its content; :func:`~spikelab.formats.registry.input_format_for`), or None."""
+    from spikelab.formats.registry import input_format_for
+
     p = Path(path)
-    if p.is_dir():
-        name, files = INPUT_FOLDER
-        return name if all((p / f).is_file() for f in files) else None
-    return INPUT_SUFFIXES.get(p.suffix.lower()) if p.is_file() else None
+    if not (p.is_dir() or p.is_file()):
+        return None
+    fmt = input_format_for(os.fspath(p), is_dir=p.is_dir())
+    if fmt is None and p.is_file() and p.suffix.lower() == ".pickle":
+        return "pickle"
+    return None if fmt is None else fmt.name
 
 
-def _read_input(path: str | os.PathLike, *, pickle_loading: Mapping[str, Any] | None = None):
-    """Read one input (any format :func:`detect_input_format` recognises) as SpikeData (ms);
-    the one place inputs are read (swap the detection for the registry's once it has one).
-
-    Pickles go through the workflow's source loader (the restricted unpickler, or the opt-ins
-    in ``pickle_loading``: ``trusted``, ``allow_globals``); other formats through their
-    registry reader with its defaults (KiloSort: ``fs_Hz`` from ``params.py``).
-    """
+def _read_input(
+    path: str | os.PathLike,
+    *,
+    pickle_loading: Mapping[str, Any] | None = None,
+    fs_Hz: float | None = None,
+):
+    """Read one input (any format :func:`detect_input_format` recognises) as SpikeData (ms),
+    with the workflow's source loader: the restricted unpickler for pickles (or the opt-ins
+    in ``pickle_loading``: ``trusted``, ``allow_globals``), each other format's reader with its
+    content checks; ``fs_Hz`` (Hz) is used only where the file gives no rate."""
     from spikelab.formats.errors import LoadError
-    from spikelab.formats.registry import get_format
     from spikelab.jobs import load_source
 
     fmt = detect_input_format(path)
     if fmt is None:
         raise LoadError(f"{path}: not a recognised input (expected {INPUT_KINDS})")
-    if fmt == "pickle":
-        return load_source(path, pickle_loading)
-    return get_format(fmt).reader()(os.fspath(path))
+    return load_source(path, pickle_loading, source_format=fmt, default_fs_Hz=fs_Hz)
 
 
 @dataclass(frozen=True)
@@ -338,7 +332,7 @@ def _convert_one(item: Input, targets, out_dir: str, cfg: dict) -> dict:
     n_warnings = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        sd = _read_input(item.source, pickle_loading=cfg["pickle_loading"])
+        sd = _read_input(item.source, pickle_loading=cfg["pickle_loading"], fs_Hz=cfg["fs_Hz"])
     for w in caught:
         log.warning("%s: %s: %s", item.source, w.category.__name__, w.message)
         n_warnings += 1
@@ -574,7 +568,7 @@ def describe_input(path: str, *, pickle_loading: Mapping[str, Any], fs_Hz: float
     fmt = detect_input_format(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sd = _read_input(path, pickle_loading=pickle_loading)
+        sd = _read_input(path, pickle_loading=pickle_loading, fs_Hz=fs_Hz)
     fs, fs_source = resolve_fs_Hz(None, sd.metadata, fs_Hz)
     attributes: dict[str, None] = {}
     for attrs in sd.neuron_attributes or ():
