@@ -155,16 +155,21 @@ def test_config_read_options_apply_per_format_and_are_checked(tmp_path):
 
 # ------------------------------------------------------------------------ the workflow
 def _mixed_folder(root: Path) -> dict:
-    """A pickle, a pynwb tutorial NWB file, a KiloSort-style folder and one of our HDF5
-    files, in ``root``."""
+    """A pickle, a pynwb tutorial NWB file, a KiloSort-style folder, one of our HDF5 files,
+    a Phy folder from SpikeInterface's export_to_phy and an NWB file from neuroconv, in
+    ``root``."""
+    from foreign_files import write_nwb_with_neuroconv, write_phy_from_spikeinterface
+
     root.mkdir()
+    phy = write_phy_from_spikeinterface(root)  # root/phy
+    neuroconv = write_nwb_with_neuroconv(root)  # root/neuroconv.nwb
     (root / "pickled.pkl").write_bytes((DATA / "small.pkl").read_bytes())
     nwb_trains = write_pynwb_tutorial_file(root / "tutorial.nwb", with_electrodes=True)
     ks = write_kilosort_folder(root / "sorted")
     export_spikedata_to_hdf5(
         load_spikedata_from_pickle(DATA / "neg_start.pkl"), root / "ours.h5", style="ragged"
     )
-    return {"nwb": nwb_trains, "kilosort": ks}
+    return {"nwb": nwb_trains, "kilosort": ks, "phy": phy, "neuroconv": neuroconv}
 
 
 @pytest.mark.slow
@@ -178,8 +183,9 @@ def test_a_folder_of_every_kind_converts_to_every_format_and_verifies(tmp_path):
     run_snakemake(wf, "--cores", "2", check=True)
 
     rows = read_summary(wf / "results" / "summary.tsv")
-    assert {r["recording"] for r in rows} == {"pickled", "tutorial", "sorted", "ours"}
-    assert len(rows) == 4 * 5
+    names = {"pickled", "tutorial", "sorted", "ours", "phy", "neuroconv"}
+    assert {r["recording"] for r in rows} == names
+    assert len(rows) == len(names) * 5
     assert all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"]
     copied = {(r["recording"], r["target"]) for r in rows if "copied unchanged" in r["message"]}
     assert copied == {("ours", "hdf5/ragged")}
@@ -194,6 +200,12 @@ def test_a_folder_of_every_kind_converts_to_every_format_and_verifies(tmp_path):
     assert ["good", "mua", "good"] in labels.values(), units.columns.tolist()
     for got, samples in zip(units["spike_times"], truth["kilosort"].values(), strict=True):
         np.testing.assert_allclose(np.asarray(got) * FS_HZ, samples, atol=0.5)
+    with NWBHDF5IO(str(wf / "results/nwb/phy.nwb"), "r") as io:
+        units = io.read().units.to_dataframe()
+    assert units["group"].tolist() == truth["phy"].labels["group"]  # good/mua/noise
+    with NWBHDF5IO(str(wf / "results/nwb/neuroconv.nwb"), "r") as io:
+        units = io.read().units.to_dataframe()
+    assert units["quality"].tolist() == truth["neuroconv"].labels["quality"]
     tsvs = {p.name: p.read_text() for p in (wf / "results/kilosort/tutorial").glob("*.tsv")}
     assert any("noise" in t and "mua" in t for t in tsvs.values()), tsvs
     stats = json.loads(next((wf / "results/report/stats").glob("*.json")).read_text())
