@@ -26,6 +26,13 @@ NWB times must not be negative, so when ``start_time`` < 0 every time is shifted
 ``t_nwb [s] = (t_ms - time_offset_ms) / 1000`` with ``time_offset_ms = min(start_time, 0)``, and
 ``timestamps_reference_time`` is set ``time_offset_ms`` before ``session_start_time``.
 
+pynwb writes every file (``NWBHDF5IO.write``), with two pieces made once per process (see
+:class:`_SharedWriter`): its TypeMap, which pynwb would otherwise deep-copy for every file, and
+the cached specification (``/specifications``, which DANDI needs), copied into each file from
+an in-memory template that hdmf wrote. A file holds what pynwb's default write would put in it
+(tests/test_nwb_shared_writer.py compares them object by object); a small file takes about 0.6
+of the time (bench/bench_nwb.py).
+
 With any non-default name the exporter writes SpikeLab's plain HDF5 layout instead (not NWB;
 see :mod:`~spikelab.formats.nwb.plain`).
 """
@@ -37,6 +44,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -59,6 +67,7 @@ from spikelab.formats.nwb.layout import (
 from spikelab.formats.nwb.options import (
     COMPRESSIONS,
     PLACEHOLDER_NOTE,
+    PLACEHOLDER_SESSION_START_TIME,
     SessionStartUnknownWarning,
     nwb_options,
     resolve_fs,
@@ -332,6 +341,119 @@ def _build_nwbfile(sd, opts, state_text, ends, fs, offset_ms, compression):
     return nwbfile, times_io
 
 
+# ------------------------------------------------------------------ the process's pynwb writer
+class _SharedWriter:
+    """What every NWB file this process writes shares, made once (:func:`_shared_writer`).
+
+    - ``type_map``: a private copy of pynwb's TypeMap. pynwb's default manager
+      (``get_manager()``) deep-copies the TypeMap for every file, and each copy starts without
+      ObjectMappers, so every file paid for the copy and for building the mapper of each of
+      its types again; this TypeMap keeps its mappers (they hold the schema's mapping, nothing
+      of a file). Each file still gets its own BuildManager, which caches the builders of that
+      file's containers (by ``id()``): nothing of one file reaches another.
+    - ``spec``: an in-memory HDF5 file holding ``/specifications`` as hdmf caches it (written
+      by ``NWBHDF5IO.write(cache_spec=True)`` of a template file with this TypeMap). Each file
+      gets a copy of that group (``h5py.Group.copy``: the same datasets, types and values) and
+      the ``.specloc`` reference to it that hdmf sets, instead of hdmf converting the
+      namespaces and writing their ~20 documents again (a fifth of a small file's time).
+
+    The TypeMap is copied from pynwb's when first needed: namespaces loaded into pynwb later
+    (``pynwb.load_namespaces``) are neither used nor cached by this writer, which writes core
+    NWB types only.
+    """
+
+    def __init__(self) -> None:
+        import h5py
+        from hdmf.build import BuildManager
+        from pynwb import NWBHDF5IO, get_type_map
+
+        self.type_map = get_type_map()  # a copy: pynwb's own TypeMap is never changed here
+        nwbfile, _ = _build_nwbfile(*_template())
+        label = f"spikelab-nwb-{os.getpid()}-{id(self)}"
+        self.spec = h5py.File(f"{label}-spec", "w", driver="core", backing_store=False)
+        scratch = h5py.File(f"{label}-template", "w", driver="core", backing_store=False)
+        with NWBHDF5IO(file=scratch, mode="w", manager=BuildManager(self.type_map)) as io:
+            io.write(nwbfile, cache_spec=True)  # makes every ObjectMapper the writer needs
+            scratch.copy(scratch["specifications"], self.spec, "specifications")
+
+    def io(self, h5):
+        """An NWBHDF5IO writing to the open h5py file ``h5`` with a BuildManager of its own."""
+        from hdmf.build import BuildManager
+        from pynwb import NWBHDF5IO
+
+        return NWBHDF5IO(file=h5, mode="w", manager=BuildManager(self.type_map))
+
+    def cache_spec(self, h5) -> None:
+        """Put the cached specification into ``h5`` as hdmf does (``cache_spec=True``)."""
+        from hdmf.backends.hdf5.h5tools import SPEC_LOC_ATTR
+
+        h5.copy(self.spec["specifications"], h5, "specifications")
+        h5.attrs[SPEC_LOC_ATTR] = h5["specifications"].ref
+
+
+_shared: _SharedWriter | None = None
+_shared_lock = threading.Lock()
+
+
+def _shared_writer() -> _SharedWriter:
+    """The process's :class:`_SharedWriter`, made on first use (~0.1 s; a batch job makes it in
+    its warm-up, before it forks a child per recording)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = _SharedWriter()
+        return _shared
+
+
+def _template() -> tuple:
+    """Arguments of :func:`_build_nwbfile` for a recording holding every kind of object the
+    writer makes (subject, electrodes with coordinates, a column of each type)."""
+    sd = SpikeData(
+        [[1.0, 2.0], [3.0]],
+        length=10.0,
+        neuron_attributes=[
+            {"electrode": 0, "location": [0.0, 1.0], "label": "a", "good": True, "snr": 1.5},
+            {"electrode": 2, "location": [0.0, 9.0], "label": "b", "good": False, "snr": 2.0},
+        ],
+    )
+    opts = {
+        "identifier": "spikelab-template",
+        "session_description": "template",
+        "session_start_time": PLACEHOLDER_SESSION_START_TIME,
+        "session_id": None,
+        "notes": None,
+        "lab": None,
+        "institution": None,
+        "experimenter": None,
+        "subject": {"subject_id": "t", "species": "Mus musculus", "sex": "U", "age": "P1D"},
+        "electrode_location": "unknown",
+    }
+    ends = np.array([2, 3], dtype=np.int64)
+    return sd, opts, "{}", ends, 1000.0, 0.0, None
+
+
+def _write_nwbfile(h5, nwbfile, fill) -> None:
+    """Write ``nwbfile`` into the open h5py file ``h5`` through pynwb, call ``fill(h5)``, then
+    cache the specification: the process's TypeMap, a BuildManager of this file's own, and the
+    specification copied from the process's template (see :class:`_SharedWriter`)."""
+    shared = _shared_writer()
+    with shared.io(h5) as io:
+        io.write(nwbfile, expandable=(), cache_spec=False)  # contiguous datasets: no chunk copies
+        fill(h5)
+        shared.cache_spec(h5)
+
+
+def _write_nwbfile_plain(h5, nwbfile, fill) -> None:
+    """:func:`_write_nwbfile` as pynwb does it by default (a deep copy of its TypeMap and the
+    specification converted and written by hdmf, for every file): the reference that the
+    tests compare the files with, and the baseline of ``bench/bench_nwb.py``."""
+    from pynwb import NWBHDF5IO
+
+    with NWBHDF5IO(file=h5, mode="w") as io:
+        io.write(nwbfile, expandable=())
+        fill(h5)
+
+
 def export_spikedata_to_nwb(
     sd: SpikeData,
     filepath: str | os.PathLike,
@@ -490,16 +612,17 @@ def export_spikedata_to_nwb(
             stacklevel=2,
         )
     import h5py
-    from pynwb import NWBHDF5IO
 
     nwbfile, times_io = _build_nwbfile(sd, opts, state_text, ends, fs, offset_ms, compression)
+
+    def fill(h5) -> None:
+        if times_io is not None:  # NWB time 0 is SpikeLab time offset_ms
+            write_hdf5_times(times_io.dataset, trains, "s", offset_ms=offset_ms)
+        # What SpikeLab 0.1.2's NWB reader looks for beside the Units table (attributes the
+        # schema does not define and NWB readers ignore): the recording in NWB time.
+        h5.attrs["start_time"] = float(sd.start_time) - offset_ms
+        h5.attrs["length_ms"] = float(sd.length)
+
     # An open h5py.File: pynwb would warn that the temporary name does not end in .nwb.
     with atomic_file(target) as tmp, write_errors(target), h5py.File(tmp, "w") as h5:
-        with NWBHDF5IO(file=h5, mode="w") as io:
-            io.write(nwbfile, expandable=())  # contiguous datasets: no chunk copies
-            if times_io is not None:  # NWB time 0 is SpikeLab time offset_ms
-                write_hdf5_times(times_io.dataset, trains, "s", offset_ms=offset_ms)
-            # What SpikeLab 0.1.2's NWB reader looks for beside the Units table (attributes
-            # the schema does not define and NWB readers ignore): the recording in NWB time.
-            h5.attrs["start_time"] = float(sd.start_time) - offset_ms
-            h5.attrs["length_ms"] = float(sd.length)
+        _write_nwbfile(h5, nwbfile, fill)
