@@ -9,7 +9,17 @@ from spikelab.workflow import WorkflowConfigError
 from spikelab.workflow.batches import plan_batches
 from spikelab.workflow.export import RecordingParams
 from spikelab.workflow.inputs import NAME_PATTERN, discover_recordings
-from spikelab.workflow.targets import RESULTS, selected_targets, targets_from_config
+from spikelab.workflow.targets import (
+    REPORT_TABLE,
+    SUMMARY,
+    VERIFIED,
+    export_log,
+    report_figure,
+    report_stats,
+    selected_targets,
+    targets_from_config,
+    verify_log,
+)
 
 
 wildcard_constraints:
@@ -107,6 +117,24 @@ def verify_results(targets):
     return [t.verify_output(b.key) for t in targets for b in BATCHES]
 
 
+def sheet_fs_param():
+    """The sample sheet's fs_Hz (Hz) of each recording that has one, for the summary."""
+    return {r.name: r.fs_Hz for r in RECORDINGS if r.fs_Hz is not None}
+
+
+def declared_outputs_param():
+    """What the listing of stale outputs needs to rebuild every path the rules declare (with
+    spikelab.workflow.targets.declared_outputs, from the functions the rules use): recording
+    names, batch keys, every defined target, and the local sources (never listed as stale).
+    """
+    return {
+        "recordings": [r.name for r in RECORDINGS],
+        "batches": [b.key for b in BATCHES],
+        "targets": [t.as_params() for t in TARGETS],
+        "sources": [r.path for r in RECORDINGS if not is_s3_url(r.path)],
+    }
+
+
 def mem_mb_for(model, batch):
     """Resource function: memory (MB) of a batch job with resource ``model`` (a format's or
     the report's). Input sizes come from discovery; asking Snakemake for
@@ -146,18 +174,6 @@ def runtime_for(model, batch):
 # `report(` at the start of a line is read as the report keyword, hence the other name.
 from snakemake.io import report as flag_for_report
 
-REPORT = f"{RESULTS}/report"
-
-
-def report_figure(name):
-    """Path of the overview figure of recording ``name``."""
-    return f"{REPORT}/{name}.png"
-
-
-def report_stats(batch):
-    """Path of the JSON numbers (units, spikes, duration, ...) of one batch's recordings."""
-    return f"{REPORT}/stats/{batch.key}.json"
-
 
 def report_figures(batch):
     """The batch's figures, flagged for the report: one category per recording."""
@@ -183,7 +199,7 @@ def report_recordings_param(batch):
 
 def report_all_stats():
     """Every batch's numbers: the input of the table."""
-    return [report_stats(b) for b in BATCHES]
+    return [report_stats(b.key) for b in BATCHES]
 
 
 def report_outputs():

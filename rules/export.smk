@@ -14,7 +14,7 @@ for target in TARGETS:
             output:
                 files=export_outputs(target, batch),
             log:
-                f"logs/export/{target.name}/{batch.key}.log",
+                export_log(target.name, batch.key),
             benchmark:
                 f"benchmarks/export/{target.name}/{batch.key}.tsv"
             group:

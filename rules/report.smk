@@ -16,7 +16,7 @@ for batch in BATCHES:
             sources=source_inputs(batch),
         output:
             figures=report_figures(batch),
-            stats=report_stats(batch),
+            stats=report_stats(batch.key),
         log:
             f"logs/report/figures/{batch.key}.log",
         benchmark:
@@ -47,13 +47,13 @@ rule report_table:
         summary=rules.summary.output[0],
     output:
         tsv=report(
-            f"{REPORT}/recordings.tsv",
+            REPORT_TABLE[0],
             caption="../report/table.rst",
             category="Summary",
             labels={"table": "recordings (TSV)"},
         ),
         html=report(
-            f"{REPORT}/recordings.html",
+            REPORT_TABLE[1],
             caption="../report/table.rst",
             category="Summary",
             labels={"table": "recordings"},

@@ -1,6 +1,8 @@
 # Re-read every output with the matching loader and compare it with its source: one verify
 # rule per target and batch (a JSON result per batch), then the summary table of every
-# recording x target, then the check that fails the run if anything is not ok.
+# recording x target, then the check that fails the run if anything is not ok and lists what
+# in results/ belongs to no current recording or target (list_stale and clean_stale, not part
+# of a run, list and remove those).
 
 
 for target in TARGETS:
@@ -15,7 +17,7 @@ for target in TARGETS:
             output:
                 json=target.verify_output(batch.key),
             log:
-                f"logs/verify/{target.name}/{batch.key}.log",
+                verify_log(target.name, batch.key),
             group:
                 "convert"  # SLURM: group-components in profiles/slurm
             conda:
@@ -40,12 +42,15 @@ rule summary:
     input:
         verify_results(SELECTED),
     output:
-        f"{RESULTS}/summary.tsv",
+        SUMMARY,
     log:
         "logs/summary.log",
     localrule: True
     conda:
         CONDA_ENV
+    params:
+        fs_Hz=config["fs_Hz"],
+        sheet_fs_Hz=sheet_fs_param(),
     script:
         "../scripts/summary.py"
 
@@ -54,11 +59,41 @@ rule check:
     input:
         rules.summary.output,
     output:
-        f"{RESULTS}/verified.ok",
+        VERIFIED,
     log:
         "logs/check.log",
     localrule: True
     conda:
         CONDA_ENV
+    params:
+        declared=declared_outputs_param(),
+        # Snakemake prints the log of a failed job itself with show-failed-logs
+        show_failed_logs=workflow.output_settings.show_failed_logs,
     script:
         "../scripts/check.py"
+
+
+rule list_stale:
+    log:
+        "logs/list_stale.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        declared=declared_outputs_param(),
+        clean=False,
+    script:
+        "../scripts/stale.py"
+
+
+rule clean_stale:
+    log:
+        "logs/clean_stale.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        declared=declared_outputs_param(),
+        clean=True,
+    script:
+        "../scripts/stale.py"

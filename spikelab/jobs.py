@@ -6,7 +6,7 @@ A recording whose own data is at fault (an unreadable, unsafe or invalid input, 
 the recording cannot satisfy, such as KiloSort without a sampling rate) does not stop its batch:
 
 - ``on_bad_recording="continue"`` (default): the other recordings are processed, and the job
-  leaves a record of the failure where the recording's output would be (a failure stub, a
+  leaves a record of the failure where the recording's output would be (a failure record, a
   figure saying so, an ``unreadable`` verify result). The job succeeds, so Snakemake keeps the
   good outputs; the final ``check`` fails the run naming every bad file.
 - ``on_bad_recording="fail"``: the other recordings are processed, then the job fails with a
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from spikelab import isolation
+from spikelab.formats import failure_record
 from spikelab.formats.atomic import atomic_directory, atomic_file
 from spikelab.formats.errors import (
     ExportError,
@@ -82,10 +83,11 @@ DATA_FAULTS: tuple[type[BaseException], ...] = (
 #: ... except these, which are faults of the output folder, not of the recording.
 NOT_DATA_FAULTS: tuple[type[BaseException], ...] = (OutputInTheWayError,)
 
-#: First line of a failure stub: a small text file (for a folder output, a folder holding
-#: :data:`STUB_FILE`) standing where a recording's output would be.
-STUB_MARKER = "SPIKELAB EXPORT FAILED"
-STUB_FILE = "EXPORT_FAILED.txt"  # inside a failed folder output
+#: First line of a failure record (a failure stub): a small text file (for a folder output, a
+#: folder holding :data:`STUB_FILE`) standing where a recording's output would be; see
+#: :mod:`spikelab.formats.failure_record`, which every loader uses to refuse one.
+STUB_MARKER = failure_record.MARKER
+STUB_FILE = failure_record.DIR_FILE  # inside a failed folder output
 
 log = logging.getLogger("spikelab.jobs")
 
@@ -120,10 +122,15 @@ class Fault:
     phase: str = ""
 
 
-def setup_logging(log_path: str | os.PathLike | None, *, stderr_level: int = logging.ERROR):
-    """Log INFO and up to ``log_path`` (one line per event), errors also to stderr.
+def setup_logging(log_path: str | os.PathLike | None, *, stderr_level: int | None = None):
+    """Log INFO and up to ``log_path`` (one line per event); Python warnings (e.g. an
+    exporter's) go there too.
 
-    Python warnings (e.g. an exporter's) are routed into the log file.
+    A job with a log file writes nothing to stderr (``stderr_level=None``): a bad recording is
+    the log's business and the final ``check`` prints one line for it; an error that fails the
+    job still reaches the terminal as its traceback, and Snakemake prints the log of a failed
+    job (``show-failed-logs``). Without ``log_path``, or with ``stderr_level``, records of that
+    level and up (default ERROR) also go to stderr.
     """
     root = logging.getLogger()
     root.setLevel(logging.INFO)
@@ -135,10 +142,11 @@ def setup_logging(log_path: str | os.PathLike | None, *, stderr_level: int = log
         fh = logging.FileHandler(log_path, mode="w", encoding="utf-8")
         fh.setFormatter(fmt)
         root.addHandler(fh)
-    err = logging.StreamHandler(sys.stderr)
-    err.setLevel(stderr_level)
-    err.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    root.addHandler(err)
+    if log_path is None or stderr_level is not None:
+        err = logging.StreamHandler(sys.stderr)
+        err.setLevel(logging.ERROR if stderr_level is None else stderr_level)
+        err.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        root.addHandler(err)
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").propagate = False
     if log_path is not None:
@@ -282,19 +290,12 @@ def write_failure_stub(
     error: str,
     fix: str = SOURCE_FIX,
 ) -> None:
-    """Write a failure stub at ``path`` (atomically): a text file, or a folder holding
+    """Write a failure record at ``path`` (atomically): a text file, or a folder holding
     :data:`STUB_FILE` when the output is a folder (``is_dir``). ``fix`` says what to do
     (a sentence without its final period): :data:`SOURCE_FIX` for a fault of the data, the
     config value to set when the config is what is missing."""
-    text = (
-        f"{STUB_MARKER}\n"
-        f"recording: {recording}\n"
-        f"source: {source}\n"
-        f"target: {target}\n"
-        f"error: {error}\n"
-        f"This placeholder stands where the output would be. {fix}, and run snakemake "
-        "again.\n"
-    )
+    record = failure_record.FailureRecord(recording, source, target, error)
+    text = failure_record.record_text(record, fix)
     if is_dir:
         with atomic_directory(path) as tmp:
             (tmp / STUB_FILE).write_text(text, encoding="utf-8")
@@ -304,23 +305,9 @@ def write_failure_stub(
 
 
 def read_failure_stub(path: str | os.PathLike) -> str | None:
-    """The error recorded in a failure stub at ``path``, or None if it is not a stub."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / STUB_FILE
-        if not p.is_file():
-            return None
-    elif not p.is_file() or p.stat().st_size > 1 << 16:
-        return None
-    with open(p, "rb") as fh:
-        head = fh.read(len(STUB_MARKER))
-        if head != STUB_MARKER.encode():
-            return None
-        text = (head + fh.read()).decode("utf-8", "replace")
-    for line in text.splitlines():
-        if line.startswith("error: "):
-            return line[len("error: ") :]
-    return "export failed"
+    """The error recorded in a failure record at ``path``, or None if it is not one."""
+    record = failure_record.read_failure_record(path)
+    return None if record is None else record.error
 
 
 #: Phases of a recording's work, reported by :func:`spikelab.isolation.phase`; exceptions

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spikelab.data_loaders import data_exporters
+from spikelab.data_loaders import data_exporters, data_loaders
+from spikelab.formats.errors import FailureRecordError, LoadError
 from spikelab.formats.pickle_io import load_spikedata_from_pickle
+from spikelab.formats.registry import get_format
 from spikelab.jobs import write_failure_stub
 from spikelab.spikedata import SpikeData
 from spikelab.workflow.targets import Target, targets_from_config
@@ -58,6 +60,23 @@ def test_seconds_round_trip_is_within_the_ulp_tolerance():
     assert cmp.ok and cmp.max_error_ulps <= 1.0
     c = _sd([t + 4 * np.spacing(t)], start_time=-500.0, length=1e7 + 500.0)
     assert not compare_spikedata(a, c, ulps=2).ok
+
+
+def test_the_tolerance_reported_is_the_one_applied_with_its_ulps():
+    """A seconds round trip is allowed 2 ulp: the reported tolerance is that bound at the
+    largest time (ms), never 0 beside a nonzero error."""
+    t = np.array([1.0, 2500.0, 9000.0])
+    a = _sd([t], length=10_000.0)
+    b = _sd([(t / 1000.0) * 1000.0 + [0, np.spacing(2500.0), 0]], length=10_000.0)
+    cmp = compare_spikedata(a, b, ulps=2)
+    assert cmp.ok and cmp.max_abs_error_ms == np.spacing(2500.0)
+    assert cmp.tolerance_ms == 2 * np.spacing(9000.0) and cmp.abs_tol_ms == 0.0
+    assert cmp.max_abs_error_ms <= cmp.tolerance_ms
+    cmp = compare_spikedata(a, a, abs_tol_ms=0.025, ulps=4)  # samples: half a sample + 4 ulp
+    assert cmp.tolerance_ms == 0.025 + 4 * np.spacing(9000.0)
+    assert compare_spikedata(a, a).tolerance_ms == 0.0  # ms: exact
+    empty = _sd([[]], length=10.0)
+    assert compare_spikedata(empty, empty, abs_tol_ms=1.0, ulps=4).tolerance_ms == 1.0
 
 
 def test_samples_pass_within_half_a_sample_only():
@@ -113,7 +132,8 @@ def test_every_target_round_trips_within_its_tolerance(tmp_path, name, recording
     r = verify_recording(target, recording, str(source), str(out), default_fs_Hz=20000.0)
     assert r["status"] == "ok", r["message"]
     assert r["n_units"] == load_spikedata_from_pickle(source).N
-    assert r["max_abs_error_ms"] <= r["tolerance_ms"] + 1e-9
+    assert r["max_abs_error_ms"] <= r["tolerance_ms"]  # the bound applied, ulps included
+    assert r["fs_Hz"] == 20000.0  # on every target, whether it uses a rate or not
     if target.time_unit == "ms":
         assert r["max_abs_error_ms"] == 0.0
 
@@ -133,6 +153,44 @@ def test_a_failure_stub_is_reported_as_export_failed(tmp_path):
         r = verify_recording(target, "bad", "in/bad.pkl", output)
         assert r["status"] == "export_failed" and not r["ok"]
         assert r["message"] == "LoadError: in/bad.pkl: truncated"
+
+
+LOADERS = {
+    "hdf5": data_loaders.load_spikedata_from_hdf5,
+    "nwb": data_loaders.load_spikedata_from_nwb,
+    "kilosort": data_loaders.load_spikedata_from_kilosort,
+    "pickle": data_loaders.load_spikedata_from_pickle,
+}
+WHAT = {
+    "hdf5": "an HDF5 file",
+    "nwb": "an NWB file",
+    "kilosort": "a KiloSort/Phy folder",
+    "pickle": "a SpikeData pickle",
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(LOADERS))
+def test_every_loader_refuses_a_failure_record_saying_what_it_is(tmp_path, fmt):
+    spec = get_format(fmt)
+    output = tmp_path / f"bad{spec.extension}"
+    write_failure_stub(
+        output,
+        is_dir=spec.is_dir,
+        recording="bad",
+        source="in/bad.pkl",
+        target=fmt,
+        error="LoadError: in/bad.pkl: truncated",
+    )
+    expected = (
+        f"{output}: this is a failure record of the {fmt} export of recording 'bad' "
+        f"(in/bad.pkl), not {WHAT[fmt]}: the export failed with LoadError: in/bad.pkl: "
+        "truncated. Fix or remove that source and run the workflow again"
+    )
+    for load in (LOADERS[fmt], spec.reader()):  # SpikeLab's path, and the registry's
+        with pytest.raises(FailureRecordError) as err:
+            load(str(output), fs_Hz=20000.0) if fmt == "kilosort" else load(str(output))
+        assert str(err.value) == expected
+        assert isinstance(err.value, LoadError)
 
 
 def test_an_output_that_differs_from_its_source_is_a_mismatch(tmp_path):

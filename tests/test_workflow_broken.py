@@ -109,7 +109,9 @@ def corpus_run(tmp_path_factory):
     sentinel_dir = root / "sentinels"
     paths = write_corpus(wd / "corpus", sentinel_dir)
     configure(wd, inputs=local_inputs("corpus"), fs_Hz=None, on_bad_recording="continue")
-    env = {**FAKE_SECRETS, "PYTHONPATH": str(sentinel_dir)}  # the importlib payload's module
+    # the importlib payload's module, before the caller's PYTHONPATH (a worktree's spikelab)
+    pythonpath = os.pathsep.join(filter(None, [str(sentinel_dir), os.environ.get("PYTHONPATH")]))
+    env = {**FAKE_SECRETS, "PYTHONPATH": pythonpath}
     t0 = time.perf_counter()
     proc = smk(wd, CHECK, "--keep-going", "--cores", "2", env=env)
     seconds = time.perf_counter() - t0
@@ -123,6 +125,12 @@ def corpus_run(tmp_path_factory):
         "paths": paths,
         "seconds": seconds,
     }
+
+
+def _hits(targets: str, target: str, n_targets: int) -> bool:
+    """True when the check's ``targets`` text ("all 5 targets", "nwb, kilosort") names
+    ``target``."""
+    return targets == f"all {n_targets} targets" or target in targets.split(", ")
 
 
 def _expected_failures(case) -> set[str]:
@@ -163,16 +171,24 @@ def test_each_corpus_case_gives_its_outcome(corpus_run, name):
         if case.unsafe:
             assert f"'{case.unsafe}'" in row["message"]
             assert "UnsafePickleError" in row["message"]
+        prefix = f"  {source} ({name}): export_failed in "
         listed = [
             line
             for line in corpus_run["check_log"].splitlines()
-            if line.strip().startswith(f"{target}  {name}: export_failed: ")
+            if line.startswith(prefix)
+            and _hits(line[len(prefix) :].split(": ", 1)[0], target, len(TARGETS))
         ]
-        assert len(listed) == 1 and source in listed[0] and fault in listed[0]
-        # and as it happened, on the terminal
+        assert len(listed) == 1 and fault in listed[0], listed
+        # the same line on the terminal (Snakemake shows the failed check's log), no other
+        # line there names the fault; the export job's log has it too
+        assert corpus_run["out"].count(listed[0]) == 1
+        assert not re.search(rf"ERROR .*{re.escape(source)}", corpus_run["out"])
+        export_logs = "".join(
+            p.read_text() for p in (wd / "logs" / "export" / target).glob("*.log")
+        )
         assert re.search(
             rf"ERROR {re.escape(target)}: cannot convert {re.escape(name)}: .*{re.escape(source)}",
-            corpus_run["out"],
+            export_logs,
         )
     if case.valid:  # real files, not stubs, for every target
         assert (wd / "results" / "kilosort" / name / "spike_times.npy").is_file()

@@ -222,12 +222,12 @@ def test_selecting_hdf5_without_entries_is_an_error():
 
 
 # ------------------------------------------------------------------------ summary
-def _verify_json(path, rows):
-    path.write_text(json.dumps({"target": "t", "results": rows}))
+def _verify_json(path, rows, batch=None):
+    path.write_text(json.dumps({"target": "t", "batch": batch, "results": rows}))
     return path
 
 
-def _row(rec, target, status="ok", message=""):
+def _row(rec, target, status="ok", message="", **fields):
     return {
         "recording": rec,
         "target": target,
@@ -237,6 +237,7 @@ def _row(rec, target, status="ok", message=""):
         "n_spikes": 5,
         "max_abs_error_ms": 0.0,
         "message": message,
+        **fields,
     }
 
 
@@ -256,15 +257,89 @@ def test_summary_has_a_row_per_recording_and_target_sorted(tmp_path):
     assert check_summary(out, tmp_path / "ok") == 3 and (tmp_path / "ok").is_file()
 
 
-def test_check_fails_listing_every_bad_output(tmp_path):
-    a = _verify_json(
-        tmp_path / "a.json",
-        [_row("good", "nwb"), _row("bad", "nwb", "export_failed", "bad.pkl: truncated")],
-    )
+def test_summary_gives_every_row_of_a_recording_its_resolved_sampling_rate(tmp_path):
+    """Verify jobs of targets that use no rate know only the metadata's; the summary completes
+    every row: the sheet's rate, else the metadata's, else the config's, whatever the target."""
+    meta = {"fs_Hz": 30000.0, "fs_Hz_from": "metadata"}
+    none = {"fs_Hz": None, "fs_Hz_from": "none"}
+    rows = [
+        _row("meta", "pickle", **meta),
+        _row("meta", "nwb", **meta),
+        _row("meta", "hdf5/ragged", "export_failed", "x"),  # nothing loaded
+        _row("sheet", "pickle", **meta),  # the sheet wins over the metadata
+        _row("sheet", "kilosort", fs_Hz=10000.0, fs_Hz_from="sample sheet"),
+        _row("config", "pickle", **none),
+        _row("config", "kilosort", fs_Hz=20000.0, fs_Hz_from="config fs_Hz"),
+    ]
     out = tmp_path / "summary.tsv"
-    write_summary([a], out)
+    write_summary(
+        [_verify_json(tmp_path / "a.json", rows)],
+        out,
+        default_fs_Hz=20000.0,
+        sheet_fs_Hz={"sheet": 10000.0},
+    )
+    fs = {(r["recording"], r["target"]): r["fs_Hz"] for r in read_summary(out)}
+    assert {k: v for k, v in fs.items() if k[0] == "meta"} == {
+        ("meta", t): "30000.0" for t in ("pickle", "nwb", "hdf5/ragged")
+    }
+    assert fs["sheet", "pickle"] == fs["sheet", "kilosort"] == "10000.0"
+    assert fs["config", "pickle"] == fs["config", "kilosort"] == "20000.0"
+    write_summary([_verify_json(tmp_path / "a.json", rows)], out)  # no sheet, no default
+    fs = {(r["recording"], r["target"]): r["fs_Hz"] for r in read_summary(out)}
+    assert fs["config", "pickle"] == fs["config", "kilosort"] == ""
+    assert fs["sheet", "kilosort"] == "30000.0"  # its metadata's
+
+
+def test_summary_names_the_log_holding_each_rows_details(tmp_path):
+    rows = [_row("a", "nwb"), _row("b", "nwb", "export_failed", "x"), _row("c", "nwb", "mismatch")]
+    out = tmp_path / "summary.tsv"
+    write_summary([_verify_json(tmp_path / "a.json", rows, batch="b0123456789")], out)
+    logs = {r["recording"]: r["log"] for r in read_summary(out)}
+    assert logs == {
+        "a": "logs/verify/nwb/b0123456789.log",
+        "b": "logs/export/nwb/b0123456789.log",
+        "c": "logs/verify/nwb/b0123456789.log",
+    }
+
+
+def test_check_fails_with_one_line_per_bad_recording_and_fault(tmp_path):
+    load = "LoadError: in/bad.pkl: not a readable pickle (truncated)"
+    targets = ("hdf5/ragged", "kilosort", "nwb", "pickle")
+    rows = [_row("good", t, source="in/good.pkl") for t in targets]
+    rows += [_row("bad", t, "export_failed", load, source="in/bad.pkl") for t in targets]
+    rows += [_row("nofs", t, source="in/nofs.pkl") for t in targets if t != "kilosort"]
+    rows.append(
+        _row(
+            "nofs",
+            "kilosort",
+            "export_failed",
+            "MissingSamplingRateError: recording 'nofs': the kilosort export needs a rate "
+            + "x" * 300,
+            source="in/nofs.pkl",
+        )
+    )
+    rows.append(_row("odd", "nwb", "mismatch", "unit 2: 1 spike times off", source="in/odd.pkl"))
+    rows.append(_row("odd", "pickle", "unreadable", "source: in/odd.pkl: crashed", source="x"))
+    out = tmp_path / "summary.tsv"
+    write_summary([_verify_json(tmp_path / "a.json", rows, batch="b0123456789")], out)
     with pytest.raises(VerificationFailed) as err:
         check_summary(out, tmp_path / "ok")
-    assert "1 of 2 outputs failed" in str(err.value)
-    assert "nwb  bad: export_failed: bad.pkl: truncated" in str(err.value)
+    lines = str(err.value).splitlines()
+    assert lines[0] == (f"7 of 14 outputs failed, from 3 of 4 recordings (every row: {out}):")
+    assert lines[1] == (
+        "  in/bad.pkl (bad): export_failed in all 4 targets: LoadError: not a readable pickle "
+        "(truncated); log: logs/export/hdf5/ragged/b0123456789.log"
+    )
+    assert lines[2].startswith(
+        "  in/nofs.pkl (nofs): export_failed in kilosort: MissingSamplingRateError: recording"
+    )
+    assert lines[2].endswith("xxx...; log: logs/export/kilosort/b0123456789.log")
+    assert lines[3] == (
+        "  in/odd.pkl (odd): mismatch in nwb: unit 2: 1 spike times off; "
+        "log: logs/verify/nwb/b0123456789.log"
+    )
+    assert lines[4] == "  x (odd): unreadable in pickle: in/odd.pkl: crashed; " + (
+        "log: logs/verify/pickle/b0123456789.log"
+    )
+    assert len(lines) == 5
     assert not (tmp_path / "ok").exists()

@@ -18,7 +18,13 @@ from pathlib import Path
 
 from spikelab.formats.errors import OutputInTheWayError
 
-__all__ = ["atomic_file", "atomic_directory", "remove_stale_temporaries", "write_errors"]
+__all__ = [
+    "atomic_file",
+    "atomic_directory",
+    "remove_stale_temporaries",
+    "abandoned_temporary",
+    "write_errors",
+]
 
 
 def _tmp_prefix(final: Path) -> str:
@@ -61,6 +67,18 @@ def remove_stale_temporaries(final: Path) -> None:
         else:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+_ANY_TEMPORARY = re.compile(r"\.(.+)\.pid(\d+)\.[a-z0-9_]{8}\.(tmp|old)")
+
+
+def abandoned_temporary(path: Path) -> str | None:
+    """The name of the output whose temporary ``path`` is, if its writer is gone (its pid is
+    not running here); None for any other name, and for a running writer's temporary."""
+    match = _ANY_TEMPORARY.fullmatch(path.name)
+    if match is None or _pid_alive(int(match[2])):
+        return None
+    return match[1]
 
 
 def _umask() -> int:

@@ -7,6 +7,7 @@ __all__ = [
     "ExportError",
     "OutputInTheWayError",
     "LoadError",
+    "FailureRecordError",
     "MissingSamplingRateError",
     "OptionError",
     "spikedata_or_load_error",
@@ -24,6 +25,11 @@ class OutputInTheWayError(ExportError):
 
 class LoadError(ValueError):
     """A file could not be read back as SpikeData; the message names the file and the fault."""
+
+
+class FailureRecordError(LoadError):
+    """The path holds the workflow's failure record of an export, not data (see
+    :mod:`spikelab.formats.failure_record`)."""
 
 
 class MissingSamplingRateError(ValueError):

@@ -32,6 +32,7 @@ from typing import Any
 
 from spikelab.formats.atomic import atomic_file
 from spikelab.formats.errors import ExportError, LoadError
+from spikelab.formats.failure_record import refuse_open_file
 from spikelab.formats.files import open_regular
 from spikelab.formats.pickle_scan import ScanReport, UnsafePickleError, corrupt, scan_pickle
 from spikelab.formats.pickle_unpickler import SafeUnpickler
@@ -77,6 +78,7 @@ def _read_local_spikedata(
     with open_regular(path, source) as (fd, size):
         if size == 0:
             raise LoadError(f"{source}: the file is empty (0 bytes), not a SpikeData pickle")
+        refuse_open_file(fd, size, source, "a SpikeData pickle")
         with open(fd, "rb", buffering=0, closefd=False) as raw:
             try:
                 obj = _load(raw, source=source, trusted=trusted, allow_globals=allow_globals)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from spikelab.formats.errors import LoadError
+from spikelab.formats.failure_record import refuse_open_file
 from spikelab.formats.files import MAX_EXPANSION, fd_path, open_regular
 
 __all__ = ["open_hdf5", "StrictH5"]
@@ -46,12 +47,18 @@ UNSTORED_BYTES = 4096
 
 @contextlib.contextmanager
 def open_hdf5(
-    path: str | os.PathLike, source: str, *, not_hdf5: str = "not a readable HDF5 file"
+    path: str | os.PathLike,
+    source: str,
+    *,
+    not_hdf5: str = "not a readable HDF5 file",
+    what: str = "an HDF5 file",
 ) -> Iterator[StrictH5]:
     """Open the regular file ``path`` read-only with h5py and yield a :class:`StrictH5`.
 
-    A missing path raises FileNotFoundError (``source: no such file``); anything that is not a
-    regular HDF5 file raises LoadError (``source: {not_hdf5} (...)``).
+    A missing path raises FileNotFoundError (``source: no such file``); the workflow's failure
+    record raises FailureRecordError (``source: this is a failure record of ..., not {what}``);
+    anything else that is not a regular HDF5 file raises LoadError (``source: {not_hdf5}
+    (...)``).
     """
     import h5py
 
@@ -62,6 +69,7 @@ def open_hdf5(
         except (OSError, ValueError, RuntimeError):
             signed = False
         if not signed:
+            refuse_open_file(fd, size, source, what)
             raise LoadError(f"{source}: {not_hdf5} (no HDF5 signature)")
         try:
             f = h5py.File(name, "r")

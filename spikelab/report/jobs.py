@@ -8,7 +8,7 @@ recording's numbers
     {"batch": "small", "recordings": [{"recording": "small", "status": "ok", "n_units": 8, ...}]}
 
 A recording that cannot be read gets a figure saying so (``status: unreadable``) with
-``on_bad_recording="continue"``, as the export jobs write a failure stub; with ``"fail"`` the
+``on_bad_recording="continue"``, as the export jobs write a failure record; with ``"fail"`` the
 job fails after drawing the others. The table job joins these numbers with the workflow's
 verify summary (``results/summary.tsv``: one row per recording and target) into one row per
 recording, written as TSV and as a small self-contained HTML page for the report.

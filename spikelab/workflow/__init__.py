@@ -12,6 +12,8 @@
 - :mod:`~spikelab.workflow.export`: export one batch, logging one line per file written.
 - :mod:`~spikelab.workflow.verify`: read every output back and compare it with its source.
 - :mod:`~spikelab.workflow.summary`: the table of all recordings x targets, and the final check.
+- :mod:`~spikelab.workflow.stale`: what in ``results/`` no rule declares any more; listed by the
+  check, removed by the ``clean_stale`` rule.
 
 What every job shares (logging, data faults, failure records, the per-recording loop) is in
 :mod:`spikelab.jobs`. The Snakefile and ``rules/*.smk`` import from here; ``scripts/*.py`` only

@@ -3,9 +3,10 @@
 A recording whose own data is at fault does not stop its batch (see :mod:`spikelab.jobs`):
 
 - ``on_bad_recording="continue"`` (default): the other recordings are converted, and a small
-  *failure stub* is written in place of the bad recording's output: a text file (a folder
+  *failure record* is written in place of the bad recording's output: a text file (a folder
   holding ``EXPORT_FAILED.txt`` for a folder format) whose first line is
-  :data:`~spikelab.jobs.STUB_MARKER`, followed by the source and the error. The job succeeds,
+  :data:`~spikelab.jobs.STUB_MARKER`, followed by the source and the error (every loader
+  refuses it, see :mod:`spikelab.formats.failure_record`). The job succeeds,
   so Snakemake keeps (and later verifies) the good files; the verify step reports the stub and
   the final ``check`` fails the run naming every bad file. Fixing the source (a newer file)
   re-runs its batch.
@@ -258,7 +259,7 @@ def export_batch(
                 error=fault.error,
                 fix=sampling_rate_fix(sample_sheet) if missing_rate else SOURCE_FIX,
             )
-            log.error("wrote failure stub %s", item.output)
+            log.info("wrote failure record %s", item.output)
         return ExportResult(item.recording, item.output, False, error=fault.error)
 
     def context(item: ExportItem) -> str:

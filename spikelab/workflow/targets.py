@@ -10,12 +10,20 @@ Output layout (``results`` is :data:`RESULTS`)::
     results/pickle/<recording>.pkl
     results/verify/<target>/<batch>.json     verification of one batch
     results/summary.tsv                      every recording x target
+    results/verified.ok                      written by the check when every output verified
+    results/report/<recording>.png           overview figure
+    results/report/stats/<batch>.json        numbers of one batch's recordings
+    results/report/recordings.tsv, .html     the report's table
+
+The rules declare their outputs with these functions, and :func:`declared_outputs` lists every
+path they declare from the same functions, so the listing of stale outputs
+(:mod:`spikelab.workflow.stale`) cannot drift from the rules.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +33,15 @@ from spikelab.workflow import WorkflowConfigError
 
 __all__ = [
     "RESULTS",
+    "SUMMARY",
+    "VERIFIED",
+    "REPORT",
+    "REPORT_TABLE",
+    "report_figure",
+    "report_stats",
+    "export_log",
+    "verify_log",
+    "declared_outputs",
     "Target",
     "MissingSamplingRateError",
     "targets_from_config",
@@ -33,6 +50,30 @@ __all__ = [
 ]
 
 RESULTS = "results"
+SUMMARY = f"{RESULTS}/summary.tsv"
+VERIFIED = f"{RESULTS}/verified.ok"
+REPORT = f"{RESULTS}/report"
+REPORT_TABLE = (f"{REPORT}/recordings.tsv", f"{REPORT}/recordings.html")
+
+
+def report_figure(recording: str) -> str:
+    """Path of the overview figure of ``recording``."""
+    return f"{REPORT}/{recording}.png"
+
+
+def report_stats(batch_key: str) -> str:
+    """Path of the JSON numbers (units, spikes, duration, ...) of one batch's recordings."""
+    return f"{REPORT}/stats/{batch_key}.json"
+
+
+def export_log(target_name: str, batch_key: str) -> str:
+    """Log of the export job of one target and batch."""
+    return f"logs/export/{target_name}/{batch_key}.log"
+
+
+def verify_log(target_name: str, batch_key: str) -> str:
+    """Log of the verify job of one target and batch."""
+    return f"logs/verify/{target_name}/{batch_key}.log"
 
 
 @dataclass(frozen=True)
@@ -77,6 +118,14 @@ class Target:
     def verify_output(self, batch_key: str) -> str:
         """Path of the JSON verification result of one batch."""
         return f"{RESULTS}/verify/{self.name}/{batch_key}.json"
+
+    def export_log(self, batch_key: str) -> str:
+        """Log of the export job of one batch."""
+        return export_log(self.name, batch_key)
+
+    def verify_log(self, batch_key: str) -> str:
+        """Log of the verify job of one batch."""
+        return verify_log(self.name, batch_key)
 
     def as_params(self) -> dict[str, Any]:
         """A plain dict (name, format, sorted options) for Snakemake ``params:``."""
@@ -187,3 +236,20 @@ def selected_targets(config: Mapping[str, Any], targets: list[Target]) -> list[T
                 f"one (e.g. {get_format(name).config_example}) or remove {name} from formats"
             )
     return [t for t in targets if t.format in formats]
+
+
+def declared_outputs(
+    recordings: Iterable[str], batch_keys: Iterable[str], targets: Iterable[Target]
+) -> set[str]:
+    """Every path under :data:`RESULTS` that a rule declares, for the recordings named
+    ``recordings`` in batches ``batch_keys`` and every defined target (selected or not):
+    each target's output of each recording and verify result of each batch, the report's
+    figures, numbers and table, the summary and the check's stamp."""
+    recordings, batch_keys = list(recordings), list(batch_keys)
+    paths = {SUMMARY, VERIFIED, *REPORT_TABLE}
+    paths.update(report_figure(name) for name in recordings)
+    paths.update(report_stats(key) for key in batch_keys)
+    for target in targets:
+        paths.update(target.output(name) for name in recordings)
+        paths.update(target.verify_output(key) for key in batch_keys)
+    return paths

@@ -10,7 +10,7 @@ bin width for a raster; the format's registry entry says which), ``start_time`` 
      "results": [{"recording": "small", "status": "ok", "ok": true, "n_units": 8, ...}, ...]}
 
 ``status`` is ``ok``, ``mismatch`` (read back but different), ``unreadable`` (the loader
-refused the file) or ``export_failed`` (a failure stub from the export step). A verify job
+refused the file) or ``export_failed`` (a failure record from the export step). A verify job
 fails only on errors of its own (a bug, a missing library); bad recordings are reported in
 the JSON and make the final ``check`` fail, so one bad file never hides the results of the
 others in its batch.
@@ -71,8 +71,11 @@ class Comparison:
     """Outcome of comparing a re-read SpikeData with its source.
 
     ``max_abs_error_ms`` is the largest spike-time difference (ms), ``max_error_ulps`` the
-    largest difference in units of the spacing of the compared times, ``problems`` one line
-    per failed check (empty when ``ok``).
+    largest difference in units of the spacing of the compared times, ``tolerance_ms`` the
+    tolerance applied (ms): the largest error any spike was allowed, ``abs_tol_ms`` plus
+    ``tolerance_ulps`` ulps of the largest time compared (``abs_tol_ms`` when no spike was
+    compared), so ``max_abs_error_ms <= tolerance_ms`` whenever the times pass.
+    ``problems`` holds one line per failed check (empty when ``ok``).
     """
 
     ok: bool
@@ -82,6 +85,7 @@ class Comparison:
     max_error_ulps: float = 0.0
     tolerance_ms: float = 0.0
     tolerance_ulps: int = 0
+    abs_tol_ms: float = 0.0
     problems: list[str] = field(default_factory=list)
 
 
@@ -108,6 +112,7 @@ def compare_spikedata(
         problems.append(f"length: {read.length!r} ms read back, {source.length!r} ms")
     max_err = 0.0
     max_ulps = 0.0
+    max_allowed = abs_tol_ms
     anchor = abs(source.start_time)
     for i in range(min(read.N, source.N)):
         a, b = source.train[i], read.train[i]
@@ -120,6 +125,7 @@ def compare_spikedata(
         spacing = np.spacing(np.maximum(np.abs(a), anchor))
         allowed = abs_tol_ms + ulps * spacing
         max_err = max(max_err, float(err.max()))
+        max_allowed = max(max_allowed, float(allowed.max()) if ulps else abs_tol_ms)
         max_ulps = max(max_ulps, float((err / spacing).max()))
         bad = np.flatnonzero(~(err <= allowed))
         if bad.size:
@@ -136,8 +142,9 @@ def compare_spikedata(
         n_spikes=source.n_spikes,
         max_abs_error_ms=max_err,
         max_error_ulps=max_ulps,
-        tolerance_ms=abs_tol_ms,
+        tolerance_ms=max_allowed,
         tolerance_ulps=ulps,
+        abs_tol_ms=abs_tol_ms,
         problems=problems,
     )
 
@@ -172,6 +179,7 @@ def _empty_result(target: Target, item: VerifyItem) -> dict[str, Any]:
         "output_bytes": None,
         "time_unit": target.time_unit,
         "fs_Hz": None,
+        "fs_Hz_from": None,
         "max_abs_error_ms": None,
         "max_error_ulps": None,
         "tolerance_ms": None,
@@ -203,9 +211,10 @@ def _verify_items(
             return result
         result["output_bytes"] = output_size(item.output)
         src = item.load(pickle_loading, default_fs_Hz)  # a fault here: see failed
-        fs, _ = resolve_fs_Hz(item.sheet_fs_Hz, src.metadata, default_fs_Hz)
-        if target.uses_fs:
-            result["fs_Hz"] = fs
+        fs, fs_from = resolve_fs_Hz(item.sheet_fs_Hz, src.metadata, default_fs_Hz)
+        # every target: the summary completes the rate of targets that get no sheet or config
+        # rate (their jobs do not depend on it), from the metadata's recorded here
+        result.update(fs_Hz=fs, fs_Hz_from=fs_from)
         isolation.phase(READING_OUTPUT)
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -226,7 +235,7 @@ def _verify_items(
             n_spikes=cmp.n_spikes,
             max_abs_error_ms=cmp.max_abs_error_ms,
             max_error_ulps=_number(cmp.max_error_ulps) if abs_tol == 0 else None,
-            tolerance_ms=_number(abs_tol),
+            tolerance_ms=_number(cmp.tolerance_ms),
             tolerance_ulps=ulps,
         )
         if not cmp.ok:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from spikelab.formats.errors import ExportError, LoadError, spikedata_or_load_error
+from spikelab.formats.failure_record import refuse_folder
 from spikelab.formats.files import (
     MAX_UNITS,
     PARAMS_MAX_BYTES,
@@ -117,6 +118,7 @@ def load_spikedata_from_kilosort(
         raise LoadError(f"{folder}: cannot be read ({exc.strerror})") from None
     if not stat.S_ISDIR(mode):
         raise LoadError(f"{folder}: is {describe_mode(mode)}, not a KiloSort/Phy folder")
+    refuse_folder(folder, str(folder), "a KiloSort/Phy folder")
     if time_unit not in TIME_UNITS:
         raise LoadError(
             f"{folder}: time_unit must be one of {', '.join(TIME_UNITS)}; got {time_unit!r}"

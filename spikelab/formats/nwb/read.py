@@ -424,7 +424,9 @@ def load_spikedata_from_nwb(
         raise LoadError(f"{source}: no such file")
     with loader_boundary(source), contextlib.ExitStack() as stack:
         try:
-            h5 = stack.enter_context(open_hdf5(path, source, not_hdf5="not an NWB/HDF5 file"))
+            h5 = stack.enter_context(
+                open_hdf5(path, source, not_hdf5="not an NWB/HDF5 file", what="an NWB file")
+            )
         except FileNotFoundError:  # removed meanwhile
             raise LoadError(f"{source}: no such file") from None
         h5.check_whole_file()  # pynwb reads every object: all are checked first
