@@ -10,7 +10,8 @@ recording, ``savefig``) and now (one figure per process, layouts and glyphs kept
 writer), side by side in this run, alternating, median of ``--repeats`` passes over ``--small``
 distinct recordings (CPU and wall time of the drawing and writing, recordings already loaded):
 
-- 8 units, 10 s: every recording with the same layout (the target: <= 10 ms);
+- 8 units, ~1400 spikes, 10 s, as the example "small": every recording with the same layout
+  (the target: <= 10 ms);
 - 8-50 units, 10 s: the first pass of a fresh process (each new number of units draws its unit
   axis once), and a second pass (all layouts seen);
 - the figure job (``draw_batch``: loading included) with each recording in a forked child.
@@ -74,6 +75,18 @@ def bench(sd, name: str, runs: int, out: Path) -> None:
     )
 
 
+def small_recording(seed: int, n_units: int = 8, rate_Hz: float = 17.5, seconds: float = 10.0):
+    """A recording like the example "small": 8 units at 17.5 Hz for 10 s (~1400 spikes)."""
+    from spikelab.spikedata import SpikeData
+
+    rng = np.random.default_rng(seed)
+    length = seconds * 1000.0
+    train = [
+        np.sort(rng.uniform(0, length, rng.poisson(rate_Hz * seconds))) for _ in range(n_units)
+    ]
+    return SpikeData(train, length=length)
+
+
 def _pass(draw, recordings, out: Path) -> tuple[float, float]:
     """(CPU ms, wall ms) per figure of drawing every recording once with ``draw``."""
     cpu, wall = time.process_time(), time.perf_counter()
@@ -105,10 +118,7 @@ def bench_small(n: int, repeats: int, tmp: Path) -> None:
 
     after = figures.draw_recording_figure
     logging.disable(logging.CRITICAL)
-    same = [
-        (p.stem, load_spikedata_from_pickle(p))
-        for p in make_small_recordings(tmp / "same", n, units=(8, 8))
-    ]
+    same = [(f"small{i:03d}", small_recording(seed=i)) for i in range(n)]
     mixed_paths = make_small_recordings(tmp / "mixed", n, seed=11)
     mixed = [(p.stem, load_spikedata_from_pickle(p)) for p in mixed_paths]
     spikes = statistics.median(sd.n_spikes for _, sd in same)

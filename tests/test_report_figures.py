@@ -365,7 +365,7 @@ def test_kept_layouts_and_glyphs_stay_within_their_bounds(tmp_path, monkeypatch)
 
     _fresh_process_state()
     monkeypatch.setattr(figures._Overview, "BACKGROUND_BYTES", 5_000_000)  # two figures
-    monkeypatch.setattr(figures._Overview, "UNIT_AXIS_BYTES", 300_000)
+    monkeypatch.setattr(figures._Overview, "AXIS_BYTES", 300_000)
     monkeypatch.setattr(agg, "MAX_GLYPHS", 50)
     for i in range(12):
         sd = random_recording(5 + i, 200, 1000.0 * (1 + i % 4))

@@ -55,17 +55,18 @@ class GlyphCachingRenderer(RendererAgg):
         antialiased = gc.get_antialiased()
         mode = RenderMode.NORMAL if antialiased else RenderMode.MONO
         height = self.height
+        matrices: dict[tuple[float, float], tuple[np.ndarray, bytes]] = {}
         for font, size, glyph_index, slant, extend, dx, dy in glyphs:  # dy is upwards
-            matrix = (
-                (0x10000 * np.array([[cos, -sin], [sin, cos]]) @ [[extend, extend * slant], [0, 1]])
-                .round()
-                .astype(int)
-            )
+            if (slant, extend) not in matrices:
+                rotate = 0x10000 * np.array([[cos, -sin], [sin, cos]])
+                matrix = (rotate @ [[extend, extend * slant], [0, 1]]).round().astype(int)
+                matrices[slant, extend] = matrix, matrix.tobytes()
+            matrix, matrix_key = matrices[slant, extend]
             # FreeType's position (1/64 px; its y is upwards): whole pixels and the rest.
             px = round(0x40 * (x + dx * cos - dy * sin))
             py = round(0x40 * (height - y + dx * sin + dy * cos))
             key = (font, size, self.dpi, glyph_index, load_flags, antialiased)
-            key += (matrix.tobytes(), px & 0x3F, py & 0x3F)
+            key += (matrix_key, px & 0x3F, py & 0x3F)
             cached = _glyphs.get(key)
             if cached is None:
                 font.set_size(size, self.dpi)

@@ -270,6 +270,7 @@ class _Content:
     population: np.ndarray  # spikes/s per bin
     edges: np.ndarray  # s
     rate_bin_ms: float
+    rate_top: float  # spikes/s at the top of the rate panel
     rate_title: str
 
 
@@ -283,17 +284,19 @@ class _Overview:
     and drawn over what is kept one by one, in the order a full draw uses):
 
     - the time axes and the rate panel's title, as a copy of the whole figure, per start, end
-      and rate bin (the least recently used dropped beyond :attr:`BACKGROUND_BYTES`);
-    - over them the raster's unit axis, as the block of pixels it changes, per the same and the
-      number of units (beyond :attr:`UNIT_AXIS_BYTES`).
+      and rate bin;
+    - on it, the raster's unit axis per number of units, and the rate panel's axis per top
+      rate (a whole number of spikes per bin: few values), each as the pixels it changes.
 
-    Restoring them gives exactly the pixels drawing them would.
+    Restoring them gives exactly the pixels drawing them would (the axes lie outside the
+    panels, so the data drawn after them would not have covered them); the least recently
+    used are dropped beyond :attr:`BACKGROUND_BYTES` and :attr:`AXIS_BYTES`.
     """
 
     #: Bytes of kept figures (RGBA: 2.4 MB at 1000 x 600 pixels, so 8 of that size).
     BACKGROUND_BYTES = 20_000_000
-    #: Bytes of kept unit axes (about 0.1 MB each at 1000 x 600 pixels).
-    UNIT_AXIS_BYTES = 20_000_000
+    #: Bytes of kept unit axes, and as many of kept rate axes (about 0.1 MB each).
+    AXIS_BYTES = 20_000_000
 
     def __init__(self, width_in: float, height_in: float, dpi: float):
         from matplotlib.colors import PowerNorm
@@ -329,7 +332,7 @@ class _Overview:
         ax_rate.set_ylabel("spikes/s", fontsize=9)
         self.rate_title = ax_rate.set_title("", fontsize=9, y=1.0)
         self.suptitle = self.fig.suptitle("", fontsize=11, y=1 - 0.08 / height_in, va="top")
-        # What each mode draws over the backgrounds, in the order of a full draw.
+        # What each mode draws over the kept layout, in the order of a full draw.
         self.layers = {
             mode: [
                 *{"ticks": [self.ticks], "image": [self.image], "empty": []}[mode],
@@ -337,17 +340,18 @@ class _Overview:
                 *([self.no_spikes] if mode == "empty" else []),
                 self.title,
                 self.stairs,
-                ax_rate.yaxis,
                 *ax_rate.spines.values(),
                 *([self.cax] if mode == "image" else []),
                 self.suptitle,
             ]
             for mode in ("ticks", "image", "empty")
         }
-        for artist in {ax.yaxis, *(a for layer in self.layers.values() for a in layer)}:
+        kept = {ax.yaxis, ax_rate.yaxis}  # drawn once per layout (see _restore_layout)
+        for artist in kept.union(*self.layers.values()):
             artist.set_animated(True)
         self.backgrounds: dict[tuple, Any] = {}  # (start, end, rate title) -> (pixels, bytes)
-        self.unit_axes: dict[tuple, Any] = {}  # (the same, units) -> ((top, left, pixels), bytes)
+        self.unit_axes: dict[tuple, Any] = {}  # (the same, units) -> (changed pixels, bytes)
+        self.rate_axes: dict[tuple, Any] = {}  # (the same, top rate) -> (changed pixels, bytes)
 
     @staticmethod
     def _keep(cache: dict[tuple, Any], key: tuple, value: Any, size: int, limit: int) -> None:
@@ -357,10 +361,11 @@ class _Overview:
         while total > limit and len(cache) > 1:
             total -= cache.pop(next(iter(cache)))[1]
 
-    def _restore_layout(self, key: tuple, n_units: int, renderer) -> None:
-        """Put the time axes of ``key`` and the unit axis of ``n_units`` units in the canvas:
-        from what is kept, or drawn (and kept)."""
+    def _restore_layout(self, c: _Content, renderer) -> None:
+        """Put the time axes, the unit axis and the rate axis of ``c`` in the canvas: each from
+        what is kept, or drawn (and kept)."""
         pixels = np.asarray(self.canvas.buffer_rgba())
+        key = (c.t_start, c.t_end, c.rate_title)
         kept = self.backgrounds.pop(key, None)
         if kept is None:
             self.canvas.draw()  # all but the animated artists
@@ -370,22 +375,25 @@ class _Overview:
             np.copyto(pixels, background)
         self._keep(self.backgrounds, key, background, background.nbytes, self.BACKGROUND_BYTES)
 
-        unit_key = (*key, n_units)
-        kept = self.unit_axes.pop(unit_key, None)
-        if kept is None:
-            self.ax.yaxis.draw(renderer)
-            changed = np.any(pixels != background, axis=2)
-            rows = np.flatnonzero(changed.any(axis=1))
-            cols = np.flatnonzero(changed.any(axis=0))
-            if rows.size:
-                top, left = int(rows[0]), int(cols[0])
-                block = pixels[top : rows[-1] + 1, left : cols[-1] + 1].copy()
+        # Each axis as the pixels it changes on this background (so the two never mix).
+        changes = []
+        for cache, axis_key, axis in (
+            (self.unit_axes, (*key, c.n_units), self.ax.yaxis),
+            (self.rate_axes, (*key, c.rate_top), self.ax_rate.yaxis),
+        ):
+            kept = cache.pop(axis_key, None)
+            if kept is None:
+                axis.draw(renderer)
+                change = _changed_pixels(pixels, background)
+                rows, cols = change[0]
+                pixels[rows, cols] = background[rows, cols]
             else:
-                top, left, block = 0, 0, pixels[:0, :0].copy()
-        else:
-            top, left, block = kept[0]
-            pixels[top : top + block.shape[0], left : left + block.shape[1]] = block
-        self._keep(self.unit_axes, unit_key, (top, left, block), block.nbytes, self.UNIT_AXIS_BYTES)
+                change = kept[0]
+            size = change[1].nbytes + change[2].nbytes
+            self._keep(cache, axis_key, change, size, self.AXIS_BYTES)
+            changes.append(change)
+        for (rows, cols), block, mask in changes:
+            np.copyto(pixels[rows, cols], block, where=mask)
 
     def set_content(self, c: _Content) -> None:
         """Set every artist to show ``c``: data, limits, ticks, titles, which artists show."""
@@ -415,7 +423,7 @@ class _Overview:
         self.rate_title.set_text(c.rate_title)
         self.title.set_text(c.raster_title)
         self.stairs.set_data(c.population, c.edges)
-        ax_rate.set_ylim(0, max(float(c.population.max(initial=0.0)) * 1.05, 1.0))
+        ax_rate.set_ylim(0, c.rate_top)
         self.suptitle.set_text(c.title)
 
     def render(self, c: _Content) -> np.ndarray:
@@ -423,7 +431,7 @@ class _Overview:
         self.set_content(c)
         renderer = self.canvas.get_renderer()
         try:
-            self._restore_layout((c.t_start, c.t_end, c.rate_title), c.n_units, renderer)
+            self._restore_layout(c, renderer)
             for artist in self.layers[c.mode]:
                 artist.draw(renderer)
         finally:  # keep no recording's data in memory until the next one
@@ -431,6 +439,19 @@ class _Overview:
             self.image.set_data(np.zeros((1, 1)))
             self.stairs.set_data([0.0], [0.0, 1.0])
         return np.asarray(self.canvas.buffer_rgba())
+
+
+def _changed_pixels(pixels: np.ndarray, before: np.ndarray):
+    """``((rows, columns), block, mask)``: the smallest block of ``pixels`` holding every pixel
+    that differs from ``before`` (slices), its pixels (a copy) and which of them differ."""
+    changed = np.any(pixels != before, axis=2)
+    rows = np.flatnonzero(changed.any(axis=1))
+    cols = np.flatnonzero(changed.any(axis=0))
+    if not rows.size:
+        region = (slice(0, 0), slice(0, 0))
+    else:
+        region = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    return region, pixels[region].copy(), changed[region][..., np.newaxis]
 
 
 _OVERVIEWS: dict[tuple[float, float, float], _Overview] = {}
@@ -514,6 +535,7 @@ def _figure_content(
         # Regular bins; the last may reach past the end (clipped by the x limits).
         edges=t_start + np.arange(population.size + 1) * (rate_bin_ms / 1000.0),
         rate_bin_ms=rate_bin_ms,
+        rate_top=max(float(population.max(initial=0.0)) * 1.05, 1.0),
         rate_title=f"population rate, all units, {_format_ms(rate_bin_ms)} bins",
     )
     return content, stats
