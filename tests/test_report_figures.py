@@ -379,9 +379,15 @@ def test_kept_layouts_and_glyphs_stay_within_their_bounds(tmp_path, monkeypatch)
     _fresh_process_state()
 
 
-def test_png_writer_round_trips_every_pixel(tmp_path):
+@pytest.mark.parametrize("deflate", ["installed", "zlib"])
+def test_png_writer_round_trips_every_pixel(tmp_path, monkeypatch, deflate):
+    import zlib
+
+    from spikelab.report import agg
     from spikelab.report.agg import png_bytes
 
+    if deflate == "zlib":  # as where isal is not installed
+        monkeypatch.setattr(agg, "_deflate", zlib.compress)
     rng = np.random.default_rng(0)
     rgba = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
     rgba[10:20] = 255  # flat rows, as figures mostly are
