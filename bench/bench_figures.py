@@ -3,13 +3,25 @@
 Usage::
 
     .venv/bin/python bench/bench_figures.py [--runs 5] [--units 1000] [--seconds 600]
+        [--small 100] [--repeats 3] [--small-only]
 
-Generates (once, with bench_exporters.py's fixed seed, shared with that benchmark) a large
-recording: 1000 units, 600 s, about 10 million spikes, drawn as a binned rate image. Loads it
-with the safe loader, then draws its figure: the first draw in this fresh process (it imports
-matplotlib, as a report job does) and ``--runs`` more (median). A second case draws the largest
-recording still drawn one tick per spike (200 units, 50 000 spikes). The targets: under 5 s
-and under 1 MB for the 10-million-spike recording.
+Small recordings first: ms per figure before issue #16 (``figures_before.py``: a new figure per
+recording, ``savefig``) and now (one figure per process, layouts and glyphs kept, a quick PNG
+writer), side by side in this run, alternating, median of ``--repeats`` passes over ``--small``
+distinct recordings (CPU and wall time of the drawing and writing, recordings already loaded):
+
+- 8 units, ~1400 spikes, 10 s, as the example "small": every recording with the same layout
+  (the target: <= 10 ms);
+- 8-50 units, 10 s: the first pass of a fresh process (each new number of units draws its unit
+  axis once), and a second pass (all layouts seen);
+- the figure job (``draw_batch``: loading included) with each recording in a forked child.
+
+Then (unless ``--small-only``) a large recording, generated once with bench_exporters.py's fixed
+seed: 1000 units, 600 s, about 10 million spikes, drawn as a binned rate image. Loads it with the
+safe loader, then draws its figure: the first draw in this fresh process (it imports matplotlib,
+as a report job does) and ``--runs`` more (median). A second case draws the largest recording
+still drawn one tick per spike (200 units, 50 000 spikes). The targets: under 5 s and under
+1 MB for the 10-million-spike recording.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_exporters import large_recording  # noqa: E402
+from bench_workflow import make_small_recordings  # noqa: E402
 
 TARGET_SECONDS = 5.0
 TARGET_BYTES = 1_000_000
@@ -62,13 +75,114 @@ def bench(sd, name: str, runs: int, out: Path) -> None:
     )
 
 
+def small_recording(seed: int, n_units: int = 8, rate_Hz: float = 17.5, seconds: float = 10.0):
+    """A recording like the example "small": 8 units at 17.5 Hz for 10 s (~1400 spikes)."""
+    from spikelab.spikedata import SpikeData
+
+    rng = np.random.default_rng(seed)
+    length = seconds * 1000.0
+    train = [
+        np.sort(rng.uniform(0, length, rng.poisson(rate_Hz * seconds))) for _ in range(n_units)
+    ]
+    return SpikeData(train, length=length)
+
+
+def _pass(draw, recordings, out: Path) -> tuple[float, float]:
+    """(CPU ms, wall ms) per figure of drawing every recording once with ``draw``."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    for name, sd in recordings:
+        draw(sd, name, out / f"{name}.png")
+    n = len(recordings)
+    return (time.process_time() - cpu) * 1e3 / n, (time.perf_counter() - wall) * 1e3 / n
+
+
+def _row(label: str, before: list, after: list) -> None:
+    b_cpu, b_wall = (statistics.median(v) for v in zip(*before, strict=True))
+    a_cpu, a_wall = (statistics.median(v) for v in zip(*after, strict=True))
+    print(
+        f"{label:<44}{b_cpu:>9.1f}{b_wall:>9.1f}{a_cpu:>9.1f}{a_wall:>9.1f}{b_cpu / a_cpu:>8.1f}",
+        flush=True,
+    )
+
+
+def bench_small(n: int, repeats: int, tmp: Path) -> None:
+    """Before/after ms per small figure, side by side (see the module's docstring)."""
+    import logging
+
+    from figures_before import draw_recording_figure as before
+
+    from spikelab.formats.pickle_io import load_spikedata_from_pickle
+    from spikelab.jobs import RecordingLimits
+    from spikelab.report import figures
+    from spikelab.report.jobs import FigureItem, draw_batch
+
+    after = figures.draw_recording_figure
+    logging.disable(logging.CRITICAL)
+    same = [(f"small{i:03d}", small_recording(seed=i)) for i in range(n)]
+    mixed_paths = make_small_recordings(tmp / "mixed", n, seed=11)
+    mixed = [(p.stem, load_spikedata_from_pickle(p)) for p in mixed_paths]
+    spikes = statistics.median(sd.n_spikes for _, sd in same)
+    print(
+        f"{n} small recordings per case (8 units: median {spikes:.0f} spikes), ms per figure, "
+        f"median of {repeats} alternating passes; {os.cpu_count()} cores"
+    )
+    header = (
+        f"{'case':<44}{'before':>9}{'':>9}{'now':>9}{'':>9}{'ratio':>8}\n"
+        f"{'':<44}{'CPU':>9}{'wall':>9}{'CPU':>9}{'wall':>9}{'CPU':>8}"
+    )
+    print(header)
+    print("-" * 88)
+    out = tmp / "png"
+    out.mkdir()
+    _pass(before, same[:3], out), _pass(after, same[:3], out)  # imports, first figure
+    runs: dict[str, tuple[list, list]] = {k: ([], []) for k in ("same", "first", "again")}
+    for _ in range(repeats):
+        runs["same"][0].append(_pass(before, same, out))
+        runs["same"][1].append(_pass(after, same, out))
+        runs["first"][0].append(_pass(before, mixed, out))
+        figures._OVERVIEWS.clear()  # a fresh process's state: no layout kept
+        runs["first"][1].append(_pass(after, mixed, out))
+        runs["again"][0].append(_pass(before, mixed, out))
+        runs["again"][1].append(_pass(after, mixed, out))
+    _row("8 units, 10 s (one layout)", *runs["same"])
+    _row("8-50 units, 10 s, first pass", *runs["first"])
+    _row("8-50 units, 10 s, layouts kept", *runs["again"])
+
+    items = [FigureItem(p.stem, str(p), str(tmp / "job" / f"{p.stem}.png")) for p in mixed_paths]
+    limits = RecordingLimits(job_mem_mb=2000)
+    job: tuple[list, list] = ([], [])
+    for _ in range(repeats):
+        for side, draw in zip(job, (before, after), strict=True):
+            figures.draw_recording_figure = draw  # what draw_batch imports when it runs
+            try:
+                t0 = time.perf_counter()
+                rows = draw_batch(items, limits=limits)
+                side.append((float("nan"), (time.perf_counter() - t0) * 1e3 / len(items)))
+            finally:
+                figures.draw_recording_figure = after
+            assert all(r["status"] == "ok" for r in rows)
+    b_wall, a_wall = (statistics.median(w for _, w in side) for side in job)
+    print(
+        f"{'figure job, 8-50 units, child per recording':<44}{'':>9}{b_wall:>9.1f}{'':>9}"
+        f"{a_wall:>9.1f}{'':>8}  (wall; loading included)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--units", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=600.0)
     ap.add_argument("--workdir", type=Path, default=HERE / "out")
+    ap.add_argument("--small", type=int, default=100, help="small recordings per case")
+    ap.add_argument("--repeats", type=int, default=3, help="passes over the small recordings")
+    ap.add_argument("--small-only", action="store_true", help="skip the large recording")
     args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-figures-small-") as tmp:
+        bench_small(args.small, args.repeats, Path(tmp))
+    if args.small_only:
+        return
+    print()
     pkl = large_recording(args.workdir, args.units, args.seconds)
     from spikelab.formats.pickle_io import load_spikedata_from_pickle
 

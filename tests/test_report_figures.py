@@ -240,3 +240,163 @@ def test_importing_the_module_does_not_import_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------- one figure per process
+def png_pixels(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGBA"))
+
+
+def _fresh_process_state():
+    from spikelab.report import figures
+
+    figures._OVERVIEWS.clear()
+
+
+# Recordings that differ in everything a figure shows: mode, units, duration, start, title,
+# session start, rate scale, colour scale.
+OTHERS = {
+    "image": lambda: random_recording(250, 30_000, 42_000.0, start=-1500.0, seed=5),
+    "empty": lambda: SpikeData([[], []], length=2500.0, start_time=300.0),
+    "many_units_ticks": lambda: random_recording(60, 4000, 7_000.0, seed=9),
+    "no_units": lambda: SpikeData([], length=0.0),
+    "session": lambda: SpikeData(
+        [[1.0, 2.0]], length=10.0, metadata={"session_start_time": "2020-01-02T03:04:05"}
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "sd",
+    [
+        load_spikedata_from_pickle(REPO / "example" / "recordings" / "small.pkl"),
+        random_recording(120, 9000, 20_000.0, seed=2),
+        random_recording(300, 80_000, 90_000.0, seed=4),  # image
+        SpikeData([[], [], []], length=1000.0, start_time=-50.0),  # empty
+    ],
+    ids=["small", "many_units_ticks", "image", "empty"],
+)
+def test_a_figure_drawn_after_others_equals_it_drawn_fresh(tmp_path, sd):
+    _fresh_process_state()
+    fresh = draw_recording_figure(sd, "b", tmp_path / "fresh.png", session_start_time="2024-06-01")
+    n, start, length = sd.N, sd.start_time, sd.length
+    others = {
+        **{name: make() for name, make in OTHERS.items()},
+        # The same time axes with other units, the same units over another time.
+        "same_time": random_recording(n + 3, 500, length, start=start, seed=6),
+        "same_units": random_recording(max(n, 1), 500, length + 1000.0, start=start, seed=6),
+    }
+    _fresh_process_state()  # what B shows must not come from B's first drawing
+    for name, other in others.items():
+        draw_recording_figure(other, name, tmp_path / f"{name}.png")
+    again = draw_recording_figure(sd, "b", tmp_path / "again.png", session_start_time="2024-06-01")
+    assert again.mode == fresh.mode
+    np.testing.assert_array_equal(
+        png_pixels(tmp_path / "again.png"), png_pixels(tmp_path / "fresh.png")
+    )
+    assert (tmp_path / "again.png").read_bytes() == (tmp_path / "fresh.png").read_bytes()
+
+
+@pytest.mark.parametrize("mode", ["ticks", "image", "empty"])
+def test_kept_layouts_and_glyphs_give_the_pixels_of_a_full_matplotlib_draw(tmp_path, mode):
+    """What is restored and drawn over it equals matplotlib drawing the same figure at once
+    with its stock Agg renderer (no kept background, unit axis or glyph)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from spikelab.report import figures
+
+    sd = {
+        "ticks": random_recording(12, 2000, 10_000.0, seed=3),
+        "image": random_recording(400, 70_000, 30_000.0, start=-250.0, seed=3),
+        "empty": SpikeData([[]] * 30, length=4000.0),
+    }[mode]
+    _fresh_process_state()
+    for seed in range(3):  # the layout and the glyphs are kept by then
+        draw_recording_figure(
+            random_recording(12, 2000, 10_000.0, seed=seed), "x", tmp_path / "x.png"
+        )
+    # Once with some axes drawn (this unit count, this top rate are new), once all restored.
+    for name in ("first", "again"):
+        draw_recording_figure(
+            sd, "recording", tmp_path / f"{name}.png", session_start_time="2024-06-01"
+        )
+
+    # The same figure drawn whole: every artist set as for the recording, none animated.
+    overview = figures._overview(10.0, 6.0, 100.0)
+    content, _ = figures._figure_content(
+        sd,
+        "recording",
+        max_tick_spikes=figures.MAX_TICK_SPIKES,
+        max_tick_units=figures.MAX_TICK_UNITS,
+        max_bins=figures.MAX_BINS,
+        max_rate_bins=figures.MAX_RATE_BINS,
+        session_start_time="2024-06-01",
+    )
+    overview.set_content(content)
+    for artist in overview.fig.findobj(lambda a: a.get_animated()):
+        artist.set_animated(False)
+    stock = FigureCanvasAgg(overview.fig)
+    stock.draw()
+    try:
+        for name in ("first", "again"):
+            np.testing.assert_array_equal(
+                np.asarray(stock.buffer_rgba()), png_pixels(tmp_path / f"{name}.png")
+            )
+    finally:
+        _fresh_process_state()
+
+
+def test_a_forked_child_reuses_the_parents_figure(tmp_path):
+    from spikelab import isolation
+
+    if not isolation.available():
+        pytest.skip("no fork here")
+    sd = random_recording(9, 1500, 10_000.0, seed=8)
+    _fresh_process_state()
+    draw_recording_figure(sd, "r", tmp_path / "fresh.png")
+    draw_recording_figure(random_recording(30, 900, 3000.0), "other", tmp_path / "other.png")
+
+    def child() -> int:
+        return draw_recording_figure(sd, "r", tmp_path / "child.png").bytes
+
+    assert isolation.run_isolated(child) == (tmp_path / "child.png").stat().st_size
+    assert (tmp_path / "child.png").read_bytes() == (tmp_path / "fresh.png").read_bytes()
+
+
+def test_kept_layouts_and_glyphs_stay_within_their_bounds(tmp_path, monkeypatch):
+    from spikelab.report import agg, figures
+
+    _fresh_process_state()
+    monkeypatch.setattr(figures._Overview, "BACKGROUND_BYTES", 5_000_000)  # two figures
+    monkeypatch.setattr(figures._Overview, "AXIS_BYTES", 300_000)
+    monkeypatch.setattr(agg, "MAX_GLYPHS", 50)
+    for i in range(12):
+        sd = random_recording(5 + i, 200, 1000.0 * (1 + i % 4))
+        draw_recording_figure(sd, f"r{i}", tmp_path / "r.png")
+        overview = figures._overview(10.0, 6.0, 100.0)
+        assert len(overview.backgrounds) <= 2
+        for kept in (overview.unit_axes, overview.rate_axes):
+            assert sum(n for _, n in kept.values()) <= 300_000 or len(kept) == 1
+        assert len(agg._glyphs) <= 50
+    _fresh_process_state()
+
+
+@pytest.mark.parametrize("deflate", ["installed", "zlib"])
+def test_png_writer_round_trips_every_pixel(tmp_path, monkeypatch, deflate):
+    import zlib
+
+    from spikelab.report import agg
+    from spikelab.report.agg import png_bytes
+
+    if deflate == "zlib":  # as where isal is not installed
+        monkeypatch.setattr(agg, "_deflate", zlib.compress)
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    rgba[10:20] = 255  # flat rows, as figures mostly are
+    (tmp_path / "p.png").write_bytes(png_bytes(rgba))
+    np.testing.assert_array_equal(png_pixels(tmp_path / "p.png"), rgba)
+    with pytest.raises(ValueError, match="rows x columns x 4 uint8"):
+        png_bytes(rgba[..., :3])

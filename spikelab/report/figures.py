@@ -7,7 +7,13 @@ takes well under a second to draw and gives a PNG of a few hundred kB, not milli
 Under either, the population rate (all units' spikes per second) in the same bins.
 
 matplotlib is imported inside :func:`draw_recording_figure` only, and drawn with the Agg canvas
-directly (no pyplot, no global figure state), so this module is cheap to import.
+directly (no pyplot), so this module is cheap to import. A process makes one figure (per size
+and resolution) and draws every recording into it (:class:`_Overview`): what depends on the
+layout only (the axes of a time span and number of units) is drawn once and restored, glyphs
+are rendered once (:mod:`spikelab.report.agg`), and the PNG is written by a quick encoder. A
+figure is then the same, pixel for pixel, as drawn in a fresh process; a small one costs a
+few ms instead of ~85 ms (``bench/bench_figures.py``). Not for use from several threads at once
+(neither is matplotlib).
 """
 
 from __future__ import annotations
@@ -222,11 +228,12 @@ def _new_figure(width_in: float, height_in: float, dpi: float):
 
     Margins are fixed in inches (no constrained layout: it would cost more than the drawing).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from spikelab.report.agg import GlyphCachingCanvas
+
     fig = Figure(figsize=(width_in, height_in), dpi=dpi)
-    FigureCanvasAgg(fig)
+    GlyphCachingCanvas(fig)
     grid = fig.add_gridspec(
         2,
         2,
@@ -246,10 +253,292 @@ def _new_figure(width_in: float, height_in: float, dpi: float):
     return fig, ax_raster, ax_rate, cax
 
 
-def _save(fig, path: Path) -> int:
+@dataclass(frozen=True)
+class _Content:
+    """Everything one recording's figure shows (computed before the figure is touched)."""
+
+    mode: str
+    n_units: int
+    t_start: float  # s
+    t_end: float  # s
+    title: str
+    raster_title: str
+    ticks: tuple[np.ndarray, np.ndarray] | None  # (time s, unit index) of every spike
+    rates: np.ndarray | None  # Hz per unit and bin (image mode)
+    image_extent: tuple[float, float, float, float] | None
+    vmax: float
+    population: np.ndarray  # spikes/s per bin
+    edges: np.ndarray  # s
+    rate_bin_ms: float
+    rate_top: float  # spikes/s at the top of the rate panel
+    rate_title: str
+
+
+class _Overview:
+    """One figure and its artists, drawn again for each recording this process draws.
+
+    Making a figure costs more than drawing it, so it is made once (per size and resolution)
+    and each recording sets everything that varies: data, limits, ticks, titles, colour scale
+    and which artists show. What depends on the layout only is drawn once and kept
+    (matplotlib's blitting: the other artists are ``animated``, left out of ``canvas.draw()``
+    and drawn over what is kept one by one, in the order a full draw uses):
+
+    - the time axes and the rate panel's title, as a copy of the whole figure, per start, end
+      and rate bin;
+    - on it, the raster's unit axis per number of units, and the rate panel's axis per top
+      rate (a whole number of spikes per bin: few values), each as the pixels it changes.
+
+    Restoring them gives exactly the pixels drawing them would (the axes lie outside the
+    panels, so the data drawn after them would not have covered them); the least recently
+    used are dropped beyond :attr:`BACKGROUND_BYTES` and :attr:`AXIS_BYTES`.
+    """
+
+    #: Bytes of kept figures (RGBA: 2.4 MB at 1000 x 600 pixels, so 8 of that size).
+    BACKGROUND_BYTES = 20_000_000
+    #: Bytes of kept unit axes, and as many of kept rate axes (about 0.1 MB each).
+    AXIS_BYTES = 20_000_000
+
+    def __init__(self, width_in: float, height_in: float, dpi: float):
+        from matplotlib.colors import PowerNorm
+
+        self.dpi = dpi
+        self.fig, self.ax, self.ax_rate, self.cax = _new_figure(width_in, height_in, dpi)
+        self.canvas = self.fig.canvas
+        ax, ax_rate = self.ax, self.ax_rate
+        (self.ticks,) = ax.plot(
+            [], [], linestyle="none", marker="|", markeredgewidth=0.6, color="black"
+        )
+        self.image = ax.imshow(
+            np.zeros((1, 1)),
+            aspect="auto",
+            origin="lower",
+            interpolation="antialiased",
+            cmap="Greys",
+            norm=PowerNorm(0.5, vmin=0.0, vmax=1.0),
+        )
+        colorbar = self.fig.colorbar(self.image, cax=self.cax)
+        colorbar.set_label("rate (Hz)", fontsize=8)
+        colorbar.ax.tick_params(labelsize=7)
+        self.no_spikes = ax.text(
+            0.5, 0.5, "no spikes", transform=ax.transAxes, ha="center", va="center"
+        )
+        self.title = ax.set_title("", fontsize=9, y=1.0)  # y given: no search for room
+        ax.set_ylabel("unit")
+        ax.tick_params(labelbottom=False)
+        self.stairs = ax_rate.stairs(
+            [0.0], [0.0, 1.0], fill=True, color="tab:blue", alpha=0.8, linewidth=0
+        )
+        ax_rate.set_xlabel("time (s)")
+        ax_rate.set_ylabel("spikes/s", fontsize=9)
+        self.rate_title = ax_rate.set_title("", fontsize=9, y=1.0)
+        self.suptitle = self.fig.suptitle("", fontsize=11, y=1 - 0.08 / height_in, va="top")
+        # What each mode draws over the kept layout, in the order of a full draw.
+        self.layers = {
+            mode: [
+                *{"ticks": [self.ticks], "image": [self.image], "empty": []}[mode],
+                *ax.spines.values(),
+                *([self.no_spikes] if mode == "empty" else []),
+                self.title,
+                self.stairs,
+                *ax_rate.spines.values(),
+                *([self.cax] if mode == "image" else []),
+                self.suptitle,
+            ]
+            for mode in ("ticks", "image", "empty")
+        }
+        kept = {ax.yaxis, ax_rate.yaxis}  # drawn once per layout (see _restore_layout)
+        for artist in kept.union(*self.layers.values()):
+            artist.set_animated(True)
+        self.backgrounds: dict[tuple, Any] = {}  # (start, end, rate title) -> (pixels, bytes)
+        self.unit_axes: dict[tuple, Any] = {}  # (the same, units) -> (changed pixels, bytes)
+        self.rate_axes: dict[tuple, Any] = {}  # (the same, top rate) -> (changed pixels, bytes)
+
+    @staticmethod
+    def _keep(cache: dict[tuple, Any], key: tuple, value: Any, size: int, limit: int) -> None:
+        """Put ``value`` (``size`` bytes) last in ``cache``; drop the first beyond ``limit``."""
+        cache[key] = (value, size)
+        total = sum(n for _, n in cache.values())
+        while total > limit and len(cache) > 1:
+            total -= cache.pop(next(iter(cache)))[1]
+
+    def _restore_layout(self, c: _Content, renderer) -> None:
+        """Put the time axes, the unit axis and the rate axis of ``c`` in the canvas: each from
+        what is kept, or drawn (and kept)."""
+        pixels = np.asarray(self.canvas.buffer_rgba())
+        key = (c.t_start, c.t_end, c.rate_title)
+        kept = self.backgrounds.pop(key, None)
+        if kept is None:
+            self.canvas.draw()  # all but the animated artists
+            background = pixels.copy()
+        else:
+            background = kept[0]
+            np.copyto(pixels, background)
+        self._keep(self.backgrounds, key, background, background.nbytes, self.BACKGROUND_BYTES)
+
+        # Each axis as the pixels it changes on this background (so the two never mix).
+        changes = []
+        for cache, axis_key, axis in (
+            (self.unit_axes, (*key, c.n_units), self.ax.yaxis),
+            (self.rate_axes, (*key, c.rate_top), self.ax_rate.yaxis),
+        ):
+            kept = cache.pop(axis_key, None)
+            if kept is None:
+                axis.draw(renderer)
+                change = _changed_pixels(pixels, background)
+                rows, cols = change[0]
+                pixels[rows, cols] = background[rows, cols]
+            else:
+                change = kept[0]
+            size = change[1].nbytes + change[2].nbytes
+            self._keep(cache, axis_key, change, size, self.AXIS_BYTES)
+            changes.append(change)
+        for (rows, cols), block, mask in changes:
+            np.copyto(pixels[rows, cols], block, where=mask)
+
+    def set_content(self, c: _Content) -> None:
+        """Set every artist to show ``c``: data, limits, ticks, titles, which artists show."""
+        from matplotlib.ticker import AutoLocator
+
+        ax, ax_rate = self.ax, self.ax_rate
+        n_rows = max(c.n_units, 1)
+        shown = set(self.layers[c.mode])
+        for artist in (self.ticks, self.image, self.no_spikes, self.cax):
+            artist.set_visible(artist in shown)
+        if c.ticks is not None:
+            row_pt = ax.bbox.height * 72.0 / self.dpi / n_rows  # one unit's row, in points
+            self.ticks.set_data(*c.ticks)
+            self.ticks.set_markersize(max(1.0, min(0.8 * row_pt, 8.0)))
+        if c.rates is not None:
+            self.image.set_data(c.rates)
+            self.image.set_extent(c.image_extent)
+            self.image.norm.vmax = c.vmax  # the colorbar follows
+        ax.set_xlim(c.t_start, c.t_end)
+        ax.set_ylim(-0.5, n_rows - 0.5)
+        if c.n_units <= 20:
+            ax.set_yticks(np.arange(c.n_units))
+        else:
+            locator = AutoLocator()
+            locator.set_params(integer=True)
+            ax.yaxis.set_major_locator(locator)
+        self.rate_title.set_text(c.rate_title)
+        self.title.set_text(c.raster_title)
+        self.stairs.set_data(c.population, c.edges)
+        ax_rate.set_ylim(0, c.rate_top)
+        self.suptitle.set_text(c.title)
+
+    def render(self, c: _Content) -> np.ndarray:
+        """Draw ``c`` and return the figure's pixels (RGBA, rows from the top; a view)."""
+        self.set_content(c)
+        renderer = self.canvas.get_renderer()
+        try:
+            self._restore_layout(c, renderer)
+            for artist in self.layers[c.mode]:
+                artist.draw(renderer)
+        finally:  # keep no recording's data in memory until the next one
+            self.ticks.set_data([], [])
+            self.image.set_data(np.zeros((1, 1)))
+            self.stairs.set_data([0.0], [0.0, 1.0])
+        return np.asarray(self.canvas.buffer_rgba())
+
+
+def _changed_pixels(pixels: np.ndarray, before: np.ndarray):
+    """``((rows, columns), block, mask)``: the smallest block of ``pixels`` holding every pixel
+    that differs from ``before`` (slices), its pixels (a copy) and which of them differ."""
+    changed = np.any(pixels != before, axis=2)
+    rows = np.flatnonzero(changed.any(axis=1))
+    cols = np.flatnonzero(changed.any(axis=0))
+    if not rows.size:
+        region = (slice(0, 0), slice(0, 0))
+    else:
+        region = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    return region, pixels[region].copy(), changed[region][..., np.newaxis]
+
+
+_OVERVIEWS: dict[tuple[float, float, float], _Overview] = {}
+
+
+def _overview(width_in: float, height_in: float, dpi: float) -> _Overview:
+    """This process's figure of that size and resolution (one kept: a job uses one size)."""
+    key = (float(width_in), float(height_in), float(dpi))
+    overview = _OVERVIEWS.get(key)
+    if overview is None:
+        _OVERVIEWS.clear()
+        overview = _OVERVIEWS[key] = _Overview(*key)
+    return overview
+
+
+def _save_png(rgba: np.ndarray, path: Path) -> int:
+    from spikelab.report.agg import png_bytes
+
+    data = png_bytes(rgba)
     with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    return path.stat().st_size
+        tmp.write_bytes(data)
+    return len(data)
+
+
+def _figure_content(
+    sd: SpikeData,
+    name: str,
+    *,
+    max_tick_spikes: int,
+    max_tick_units: int,
+    max_bins: int,
+    max_rate_bins: int,
+    session_start_time: Any,
+) -> tuple[_Content, RecordingStats]:
+    """What the figure of ``sd`` shows (see :func:`draw_recording_figure`), and its stats."""
+    stats = recording_stats(sd)
+    t_start = sd.start_time / 1000.0  # the axes are in s
+    t_end = t_start + max(sd.length, 1.0) / 1000.0
+    if stats.n_spikes == 0:
+        mode = "empty"
+    elif stats.n_spikes > max_tick_spikes or stats.n_units > max_tick_units:
+        mode = "image"
+    else:
+        mode = "ticks"
+
+    rate_bin_ms = choose_bin_ms(sd.length, int(max_rate_bins))
+    population = population_counts(sd, rate_bin_ms) / (rate_bin_ms / 1000.0)
+    n_rows = max(stats.n_units, 1)
+    ticks = rates = extent = None
+    vmax = 1.0
+    if mode == "ticks":
+        idces, times = _flat_spikes(sd)
+        ticks = (times / 1000.0, idces)
+        raster_title = f"spike raster, one tick per spike ({stats.n_spikes:,})"
+    elif mode == "image":
+        bin_ms = choose_bin_ms(sd.length, int(max_bins))
+        rates = binned_counts(sd, bin_ms) / (bin_ms / 1000.0)  # Hz per unit and bin
+        positive = rates[rates > 0]
+        vmax = float(np.percentile(positive, 99)) if positive.size else 1.0
+        extent = (t_start, t_start + rates.shape[1] * bin_ms / 1000.0, -0.5, n_rows - 0.5)
+        raster_title = (
+            f"firing rate per unit in {_format_ms(bin_ms)} bins "
+            f"({stats.n_spikes:,} spikes, too many to draw one by one)"
+        )
+    else:
+        raster_title = "spike raster"
+    if session_start_time is None:
+        session_start_time = sd.metadata.get("session_start_time")
+    content = _Content(
+        mode=mode,
+        n_units=stats.n_units,
+        t_start=t_start,
+        t_end=t_end,
+        title=figure_title(name, stats, session_start_time),
+        raster_title=raster_title,
+        ticks=ticks,
+        rates=rates,
+        image_extent=extent,
+        vmax=vmax,
+        population=population,
+        # Regular bins; the last may reach past the end (clipped by the x limits).
+        edges=t_start + np.arange(population.size + 1) * (rate_bin_ms / 1000.0),
+        rate_bin_ms=rate_bin_ms,
+        rate_top=max(float(population.max(initial=0.0)) * 1.05, 1.0),
+        rate_title=f"population rate, all units, {_format_ms(rate_bin_ms)} bins",
+    )
+    return content, stats
 
 
 def draw_recording_figure(
@@ -311,89 +600,22 @@ def draw_recording_figure(
         height_in=height_in,
         dpi=dpi,
     )
-    stats = recording_stats(sd)
-    t_start = sd.start_time / 1000.0  # the axes are in s
-    t_end = t_start + max(sd.length, 1.0) / 1000.0
-    if stats.n_spikes == 0:
-        mode = "empty"
-    elif stats.n_spikes > max_tick_spikes or stats.n_units > max_tick_units:
-        mode = "image"
-    else:
-        mode = "ticks"
-
-    fig, ax, ax_rate, cax = _new_figure(width_in, height_in, dpi)
-    n_rows = max(stats.n_units, 1)
-    if mode == "ticks":
-        idces, times = _flat_spikes(sd)
-        row_pt = ax.bbox.height * 72.0 / dpi / n_rows  # height of one unit's row, in points
-        ax.plot(
-            times / 1000.0,
-            idces,
-            linestyle="none",
-            marker="|",
-            markersize=max(1.0, min(0.8 * row_pt, 8.0)),
-            markeredgewidth=0.6,
-            color="black",
-        )
-        cax.set_axis_off()
-        ax.set_title(f"spike raster, one tick per spike ({stats.n_spikes:,})", fontsize=9)
-    elif mode == "image":
-        from matplotlib.colors import PowerNorm
-
-        bin_ms = choose_bin_ms(sd.length, int(max_bins))
-        rates = binned_counts(sd, bin_ms) / (bin_ms / 1000.0)  # Hz per unit and bin
-        positive = rates[rates > 0]
-        vmax = float(np.percentile(positive, 99)) if positive.size else 1.0
-        image = ax.imshow(
-            rates,
-            aspect="auto",
-            origin="lower",
-            interpolation="antialiased",
-            cmap="Greys",
-            norm=PowerNorm(0.5, vmin=0.0, vmax=vmax),
-            extent=(t_start, t_start + rates.shape[1] * bin_ms / 1000.0, -0.5, n_rows - 0.5),
-        )
-        colorbar = fig.colorbar(image, cax=cax)
-        colorbar.set_label("rate (Hz)", fontsize=8)
-        colorbar.ax.tick_params(labelsize=7)
-        ax.set_title(
-            f"firing rate per unit in {_format_ms(bin_ms)} bins "
-            f"({stats.n_spikes:,} spikes, too many to draw one by one)",
-            fontsize=9,
-        )
-    else:
-        cax.set_axis_off()
-        ax.text(0.5, 0.5, "no spikes", transform=ax.transAxes, ha="center", va="center")
-        ax.set_title("spike raster", fontsize=9)
-    ax.set_xlim(t_start, t_end)
-    ax.set_ylim(-0.5, n_rows - 0.5)
-    ax.set_ylabel("unit")
-    ax.tick_params(labelbottom=False)
-    if stats.n_units <= 20:
-        ax.set_yticks(np.arange(stats.n_units))
-    else:
-        ax.yaxis.get_major_locator().set_params(integer=True)
-
-    # Population rate: regular bins; the last may reach past the end (clipped by the x limits).
-    rate_bin_ms = choose_bin_ms(sd.length, int(max_rate_bins))
-    population = population_counts(sd, rate_bin_ms) / (rate_bin_ms / 1000.0)
-    edges = t_start + np.arange(population.size + 1) * (rate_bin_ms / 1000.0)
-    ax_rate.stairs(population, edges, fill=True, color="tab:blue", alpha=0.8, linewidth=0)
-    ax_rate.set_ylim(0, max(float(population.max(initial=0.0)) * 1.05, 1.0))
-    ax_rate.set_xlabel("time (s)")
-    ax_rate.set_ylabel("spikes/s", fontsize=9)
-    ax_rate.set_title(f"population rate, all units, {_format_ms(rate_bin_ms)} bins", fontsize=9)
-    if session_start_time is None:
-        session_start_time = sd.metadata.get("session_start_time")
-    title = figure_title(name, stats, session_start_time)
-    fig.suptitle(title, fontsize=11, y=1 - 0.08 / height_in, va="top")
-    size = _save(fig, path)
+    content, stats = _figure_content(
+        sd,
+        name,
+        max_tick_spikes=max_tick_spikes,
+        max_tick_units=max_tick_units,
+        max_bins=max_bins,
+        max_rate_bins=max_rate_bins,
+        session_start_time=session_start_time,
+    )
+    size = _save_png(_overview(width_in, height_in, dpi).render(content), path)
     return FigureResult(
         path=os.fspath(path),
-        mode=mode,
+        mode=content.mode,
         bytes=size,
         seconds=time.perf_counter() - t0,
-        bin_ms=rate_bin_ms,
+        bin_ms=content.rate_bin_ms,
         stats=stats,
     )
 
@@ -415,11 +637,12 @@ def draw_failure_figure(
 
     path = _check_args(name, png_path, width_in=width_in, height_in=height_in, dpi=dpi)
     fig = Figure(figsize=(width_in, height_in), dpi=dpi)
-    FigureCanvasAgg(fig)
+    canvas = FigureCanvasAgg(fig)
     text = "\n".join(textwrap.wrap(str(message), 100)[:12])
     fig.text(0.5, 0.9, f"{name}: could not be read", ha="center", fontsize=13, color="darkred")
     fig.text(0.05, 0.8, text, ha="left", va="top", fontsize=9, family="monospace")
-    return _save(fig, path)
+    canvas.draw()
+    return _save_png(np.asarray(canvas.buffer_rgba()), path)
 
 
 def _flat_spikes(sd: SpikeData) -> tuple[np.ndarray, np.ndarray]:
