@@ -1,6 +1,7 @@
-# One export rule per target and batch: a job converts every recording of its batch and
-# declares each file it writes, so `snakemake results/nwb/<recording>.nwb` builds one file
-# and Snakemake tracks each. Rules are named export_<target>__<batch>.
+# One export rule per target and batch: a job converts every recording of its batch, reads
+# each output back and compares it with its source (the batch's verify JSON), and declares
+# each file it writes, so `snakemake results/nwb/<recording>.nwb` builds one file and
+# Snakemake tracks each. Rules are named export_<target>__<batch>.
 
 
 for target in TARGETS:
@@ -13,6 +14,7 @@ for target in TARGETS:
                 sources=source_inputs(batch),
             output:
                 files=export_outputs(target, batch),
+                json=target.verify_output(batch.key),
             log:
                 export_log(target.name, batch.key),
             benchmark:
@@ -34,5 +36,6 @@ for target in TARGETS:
                 pickle_loading=pickle_loading_param(),
                 isolation=config["isolation"],
                 on_bad_recording=config["on_bad_recording"],
+                batch=batch.key,
             script:
                 "../scripts/export.py"

@@ -40,7 +40,6 @@ __all__ = [
     "report_figure",
     "report_stats",
     "export_log",
-    "verify_log",
     "declared_outputs",
     "Target",
     "MissingSamplingRateError",
@@ -69,11 +68,6 @@ def report_stats(batch_key: str) -> str:
 def export_log(target_name: str, batch_key: str) -> str:
     """Log of the export job of one target and batch."""
     return f"logs/export/{target_name}/{batch_key}.log"
-
-
-def verify_log(target_name: str, batch_key: str) -> str:
-    """Log of the verify job of one target and batch."""
-    return f"logs/verify/{target_name}/{batch_key}.log"
 
 
 @dataclass(frozen=True)
@@ -116,16 +110,12 @@ class Target:
         return f"{RESULTS}/{self.name}/{recording}{self.spec.extension}"
 
     def verify_output(self, batch_key: str) -> str:
-        """Path of the JSON verification result of one batch."""
+        """Path of the JSON verification result of one batch (written by its export job)."""
         return f"{RESULTS}/verify/{self.name}/{batch_key}.json"
 
     def export_log(self, batch_key: str) -> str:
-        """Log of the export job of one batch."""
+        """Log of the export (and verify) job of one batch."""
         return export_log(self.name, batch_key)
-
-    def verify_log(self, batch_key: str) -> str:
-        """Log of the verify job of one batch."""
-        return verify_log(self.name, batch_key)
 
     def as_params(self) -> dict[str, Any]:
         """A plain dict (name, format, sorted options) for Snakemake ``params:``."""
