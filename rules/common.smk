@@ -17,6 +17,7 @@ from spikelab.workflow.targets import (
     report_figure,
     report_stats,
     selected_targets,
+    sources_list,
     targets_from_config,
 )
 
@@ -46,13 +47,20 @@ BATCHES = plan_batches(RECORDINGS, config["batch_size"])
 CONDA_ENV = "../envs/spikelab.yaml"
 
 
+def input_files(batch):
+    """Every file the readers of a batch's local inputs read (a KiloSort/Phy folder's files),
+    flagged local() so that S3 outputs (a default storage provider) leave them local."""
+    return [local(f) for r in batch.recordings for f in r.input_files]
+
+
 def source_inputs(batch):
-    """The inputs of a batch: every file a recording's reader reads (a KiloSort/Phy folder's
-    files), local ones flagged local() so that S3 outputs (a default storage provider) leave
-    them local; s3:// URLs through Snakemake's S3 storage plugin, one per recording."""
+    """What a batch's jobs declare as input: the batch's list of sources (which depends on
+    every input file: the sources__<batch> jobs); with inputs on S3, the s3:// URLs through
+    Snakemake's S3 storage plugin, one per recording (each job gets its local copies).
+    """
     if any(is_s3_url(p) for p in batch.paths):
         return [storage(p) if is_s3_url(p) else local(p) for p in batch.paths]
-    return [local(f) for r in batch.recordings for f in r.input_files]
+    return [sources_list(batch.key)]
 
 
 def local_sources(batch):
@@ -190,7 +198,7 @@ def report_all_stats():
 
 
 def report_outputs():
-    """What rule all asks of the report: its table, whose inputs (each batch's numbers) bring
+    """What the default target asks of the report: its table, whose inputs (each batch's numbers) bring
     in every figure job and so every figure. Not every figure by name: at 10 000 recordings
     Snakemake would look up the producer of each (seconds on every run)."""
     return list(rules.report_table.output)

@@ -68,7 +68,12 @@ def test_defaults_are_filled_as_snakemake_validate_fills_them(config):
 def test_defaults_fill_nested_blocks_and_every_hdf5_entry():
     config = {"hdf5": {"p": {"style": "paired"}}}
     check_config(config, SCHEMA)
-    assert config["inputs"] == {"directory": None, "glob": None, "sample_sheet": None}
+    assert config["inputs"] == {
+        "directory": None,
+        "glob": None,
+        "sample_sheet": None,
+        "read_options": {"hdf5": {}, "nwb": {}, "kilosort": {}, "pickle": {}},
+    }
     assert config["isolation"] == {"enabled": True, "memory_mb": None, "seconds": None}
     assert config["hdf5"]["p"]["times_unit"] == "ms"
     assert config["hdf5"]["p"]["raster_max_cells"] == 2**36

@@ -39,6 +39,7 @@ __all__ = [
     "REPORT_TABLE",
     "report_figure",
     "report_stats",
+    "sources_list",
     "export_log",
     "declared_outputs",
     "Target",
@@ -63,6 +64,11 @@ def report_figure(recording: str) -> str:
 def report_stats(batch_key: str) -> str:
     """Path of the JSON numbers (units, spikes, duration, ...) of one batch's recordings."""
     return f"{REPORT}/stats/{batch_key}.json"
+
+
+def sources_list(batch_key: str) -> str:
+    """Path of the list of one batch's input files (every job of the batch depends on it)."""
+    return f"{RESULTS}/sources/{batch_key}.tsv"
 
 
 def export_log(target_name: str, batch_key: str) -> str:
@@ -233,12 +239,13 @@ def declared_outputs(
 ) -> set[str]:
     """Every path under :data:`RESULTS` that a rule declares, for the recordings named
     ``recordings`` in batches ``batch_keys`` and every defined target (selected or not):
-    each target's output of each recording and verify result of each batch, the report's
-    figures, numbers and table, the summary and the check's stamp."""
+    each target's output of each recording and verify result of each batch, each batch's list
+    of sources, the report's figures, numbers and table, the summary and the check's stamp."""
     recordings, batch_keys = list(recordings), list(batch_keys)
     paths = {SUMMARY, VERIFIED, *REPORT_TABLE}
     paths.update(report_figure(name) for name in recordings)
     paths.update(report_stats(key) for key in batch_keys)
+    paths.update(sources_list(key) for key in batch_keys)
     for target in targets:
         paths.update(target.output(name) for name in recordings)
         paths.update(target.verify_output(key) for key in batch_keys)
