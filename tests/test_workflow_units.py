@@ -170,9 +170,7 @@ def _export_and_verify(tmp_path, target, items, **kwargs):
 
 
 @pytest.mark.parametrize("isolation", [{"enabled": True}, {"enabled": False}])
-def test_the_export_job_verifies_each_output_and_records_failures_in_its_json(
-    tmp_path, isolation
-):
+def test_the_export_job_verifies_each_output_and_records_failures_in_its_json(tmp_path, isolation):
     target = Target("kilosort", "kilosort", {})
     items = _items(tmp_path, target, ["small", "empty_units", "neg_start"], bad=("empty_units",))
     doc = _export_and_verify(tmp_path, target, items, isolation=isolation, mem_mb=2000)
@@ -186,9 +184,7 @@ def test_the_export_job_verifies_each_output_and_records_failures_in_its_json(
     assert "not a readable pickle" in by_name["empty_units"]["message"]
 
 
-def test_a_crash_while_verifying_keeps_the_output_and_reports_it_unreadable(
-    tmp_path, monkeypatch
-):
+def test_a_crash_while_verifying_keeps_the_output_and_reports_it_unreadable(tmp_path, monkeypatch):
     import os
     import signal
 
