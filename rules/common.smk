@@ -17,8 +17,8 @@ from spikelab.workflow.targets import (
     report_figure,
     report_stats,
     selected_targets,
+    sources_list,
     targets_from_config,
-    verify_log,
 )
 
 
@@ -47,13 +47,20 @@ BATCHES = plan_batches(RECORDINGS, config["batch_size"])
 CONDA_ENV = "../envs/spikelab.yaml"
 
 
+def input_files(batch):
+    """Every file the readers of a batch's local inputs read (a KiloSort/Phy folder's files),
+    flagged local() so that S3 outputs (a default storage provider) leave them local."""
+    return [local(f) for r in batch.recordings for f in r.input_files]
+
+
 def source_inputs(batch):
-    """The inputs of a batch: every file a recording's reader reads (a KiloSort/Phy folder's
-    files), local ones flagged local() so that S3 outputs (a default storage provider) leave
-    them local; s3:// URLs through Snakemake's S3 storage plugin, one per recording."""
+    """What a batch's jobs declare as input: the batch's list of sources (which depends on
+    every input file: the sources__<batch> jobs); with inputs on S3, the s3:// URLs through
+    Snakemake's S3 storage plugin, one per recording (each job gets its local copies).
+    """
     if any(is_s3_url(p) for p in batch.paths):
         return [storage(p) if is_s3_url(p) else local(p) for p in batch.paths]
-    return [local(f) for r in batch.recordings for f in r.input_files]
+    return [sources_list(batch.key)]
 
 
 def local_sources(batch):
@@ -66,18 +73,6 @@ def export_outputs(target, batch):
     """Output paths of one export job (folders flagged with directory())."""
     paths = [target.output(name) for name in batch.names]
     return [directory(p) for p in paths] if target.is_dir else paths
-
-
-def verify_source_inputs(batch):
-    """Source files a verify job must declare: only s3:// ones (Snakemake fetches a local
-    copy). Local sources go in params: the exports already depend on them, and declaring
-    10 000 inputs once more per verify rule costs Snakemake seconds on every run."""
-    return source_inputs(batch) if any(is_s3_url(p) for p in batch.paths) else []
-
-
-def exported_files(target, batch):
-    """The same paths, as plain inputs of the verify job."""
-    return [target.output(name) for name in batch.names]
 
 
 def recordings_param(target, batch):
@@ -203,5 +198,7 @@ def report_all_stats():
 
 
 def report_outputs():
-    """What the report shows: every recording's figure, and the table (for rule all)."""
-    return [report_figure(r.name) for r in RECORDINGS] + list(rules.report_table.output)
+    """What the default target asks of the report: its table, whose inputs (each batch's numbers) bring
+    in every figure job and so every figure. Not every figure by name: at 10 000 recordings
+    Snakemake would look up the producer of each (seconds on every run)."""
+    return list(rules.report_table.output)

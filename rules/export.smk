@@ -1,6 +1,27 @@
-# One export rule per target and batch: a job converts every recording of its batch and
-# declares each file it writes, so `snakemake results/nwb/<recording>.nwb` builds one file
-# and Snakemake tracks each. Rules are named export_<target>__<batch>.
+# One export rule per target and batch: a job converts every recording of its batch, reads
+# each output back and compares it with its source (the batch's verify JSON), and declares
+# each file it writes, so `snakemake results/nwb/<recording>.nwb` builds one file and
+# Snakemake tracks each. Rules are named export_<target>__<batch>. Their input is the batch's
+# list of sources (rule sources__<batch>, which declares every input file once) on local disk,
+# or the pickles themselves on S3.
+
+
+for batch in BATCHES:
+
+    rule:
+        name:
+            f"sources__{batch.key}"
+        input:
+            input_files(batch),
+        output:
+            sources_list(batch.key),
+        log:
+            f"logs/sources/{batch.key}.log",
+        localrule: True
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/sources.py"
 
 
 for target in TARGETS:
@@ -12,6 +33,9 @@ for target in TARGETS:
             input:
                 sources=source_inputs(batch),
             output:
+                # the JSON first: Snakemake finds a job's producer by matching the requested
+                # file against the rule's outputs in order, compiling a regex per output
+                json=target.verify_output(batch.key),
                 files=export_outputs(target, batch),
             log:
                 export_log(target.name, batch.key),
@@ -34,5 +58,6 @@ for target in TARGETS:
                 pickle_loading=pickle_loading_param(),
                 isolation=config["isolation"],
                 on_bad_recording=config["on_bad_recording"],
+                batch=batch.key,
             script:
                 "../scripts/export.py"

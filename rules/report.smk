@@ -15,8 +15,8 @@ for batch in BATCHES:
         input:
             sources=source_inputs(batch),
         output:
+            stats=report_stats(batch.key),  # first: see export.smk
             figures=report_figures(batch),
-            stats=report_stats(batch.key),
         log:
             f"logs/report/figures/{batch.key}.log",
         benchmark:

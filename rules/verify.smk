@@ -1,41 +1,8 @@
-# Re-read every output with the matching loader and compare it with its source: one verify
-# rule per target and batch (a JSON result per batch), then the summary table of every
-# recording x target, then the check that fails the run if anything is not ok and lists what
+# The verify JSON of every target and batch (written by its export job, which re-reads each
+# output with the matching loader and compares it with its source) gives the summary table of
+# every recording x target, then the check that fails the run if anything is not ok and lists what
 # in results/ belongs to no current recording or target (list_stale and clean_stale, not part
 # of a run, list and remove those).
-
-
-for target in TARGETS:
-    for batch in BATCHES:
-
-        rule:
-            name:
-                f"verify_{target.rule_name}__{batch.key}"
-            input:
-                outputs=exported_files(target, batch),
-                sources=verify_source_inputs(batch),
-            output:
-                json=target.verify_output(batch.key),
-            log:
-                verify_log(target.name, batch.key),
-            group:
-                "convert"  # SLURM: group-components in profiles/slurm
-            conda:
-                CONDA_ENV
-            threads: 1
-            resources:
-                mem_mb=mem_mb_for(target.spec.resources, batch),
-                runtime=runtime_for(target.spec.resources, batch),
-            params:
-                target=target.as_params(),
-                recordings=recordings_param(target, batch),
-                fs_Hz=fs_param(target, batch),
-                pickle_loading=pickle_loading_param(),
-                isolation=config["isolation"],
-                batch=batch.key,
-                sources=local_sources(batch),
-            script:
-                "../scripts/verify.py"
 
 
 rule summary:

@@ -1,4 +1,5 @@
-"""Snakemake script: convert one batch of recordings with the writer of the rule's format."""
+"""Snakemake script: convert one batch of recordings with the writer of the rule's format and
+verify each output against its source."""
 
 from spikelab.workflow.export import run_export_job
 
@@ -13,5 +14,7 @@ run_export_job(
     pickle_loading=snakemake.params.pickle_loading,
     isolation=snakemake.params.isolation,
     mem_mb=snakemake.resources.mem_mb,
+    verify_json=snakemake.output.json,
+    batch=snakemake.params.batch,
     sample_sheet=snakemake.params.sample_sheet,
 )

@@ -68,7 +68,12 @@ def test_defaults_are_filled_as_snakemake_validate_fills_them(config):
 def test_defaults_fill_nested_blocks_and_every_hdf5_entry():
     config = {"hdf5": {"p": {"style": "paired"}}}
     check_config(config, SCHEMA)
-    assert config["inputs"] == {"directory": None, "glob": None, "sample_sheet": None}
+    assert config["inputs"] == {
+        "directory": None,
+        "glob": None,
+        "sample_sheet": None,
+        "read_options": {},
+    }
     assert config["isolation"] == {"enabled": True, "memory_mb": None, "seconds": None}
     assert config["hdf5"]["p"]["times_unit"] == "ms"
     assert config["hdf5"]["p"]["raster_max_cells"] == 2**36
@@ -184,7 +189,12 @@ def test_null_given_as_text_is_null_where_null_is_allowed(word):
     assert str(err.value).splitlines()[1:] == [
         "  hdf5.r.raster_bin_size_ms: '1' is not a number > 0 or null"
     ]
-    assert config["inputs"] == {"directory": "in", "glob": None, "sample_sheet": None}
+    assert config["inputs"] == {
+        "directory": "in",
+        "glob": None,
+        "sample_sheet": None,
+        "read_options": {},
+    }
     assert config["fs_Hz"] is None
     assert config["nwb"]["experimenter"] is None and config["nwb"]["sex"] is None
     assert config["hdf5"]["r"]["raster_dtype"] is None
@@ -301,12 +311,8 @@ def test_a_failure_record_names_the_fix_that_applies(tmp_path, isolated, sample_
         if sample_sheet
         else "Set fs_Hz in config.yaml (for every recording without one in its metadata)"
     )
-    assert _last_line(no_rate) == (
-        f"This placeholder stands where the output would be. {fix}, and run snakemake again."
-    )
-    assert _last_line(broken) == (
-        f"This placeholder stands where the output would be. {SOURCE_FIX}, and run snakemake again."
-    )
+    assert f"No loader reads it. {fix} and run snakemake again (" in _last_line(no_rate)
+    assert f"No loader reads it. {SOURCE_FIX} and run snakemake again (" in _last_line(broken)
     assert ("sample sheet" in results[0].error) is sample_sheet
 
 
@@ -418,10 +424,10 @@ def test_the_workflow_tells_a_directory_input_to_set_fs_Hz_in_the_config(tmp_pat
         wd, {"directory": "example/recordings", "glob": None, "sample_sheet": None}
     )
     assert "sample sheet" not in stub
-    assert stub.splitlines()[-1] == (
-        "This placeholder stands where the output would be. Set fs_Hz in config.yaml (for "
-        "every recording without one in its metadata), and run snakemake again."
-    )
+    assert (
+        "No loader reads it. Set fs_Hz in config.yaml (for every recording without one in its "
+        "metadata) and run snakemake again ("
+    ) in stub.splitlines()[-1]
 
 
 @pytest.mark.slow
@@ -434,6 +440,7 @@ def test_the_workflow_tells_a_sample_sheet_input_of_its_fs_column(tmp_path):
         wd, {"directory": None, "glob": None, "sample_sheet": "example/bare.tsv"}
     )
     assert "the sample sheet has no fs_Hz for it" in stub
-    assert stub.splitlines()[-1].endswith(
-        "or the recording's fs_Hz in the sample sheet, and run snakemake again."
+    assert (
+        "or the recording's fs_Hz in the sample sheet and run snakemake again ("
+        in stub.splitlines()[-1]
     )

@@ -232,7 +232,7 @@ def test_targets_come_in_registry_order_with_each_format_s_options():
         "trusted": False,
         "allow_globals": ["a.B"],
     }
-    assert Target("nwb", "nwb", {}).loader_kwargs(None) == {"prefer_pynwb": True}
+    assert Target("nwb", "nwb", {}).loader_kwargs(None) == {"prefer_pynwb": False}
 
 
 def test_tolerances_follow_the_unit_in_the_file():

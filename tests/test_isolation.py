@@ -218,10 +218,7 @@ def test_a_source_that_crashes_its_child_is_reported_as_the_source(tmp_path, mon
     export_to_pickle(SpikeData([[1.0]], length=2.0), out)
     from spikelab import jobs
 
-    monkeypatch.setattr(jobs, "load_source", lambda *a, **k: _segfault())
-    from spikelab.workflow import verify
-
-    monkeypatch.setattr(verify, "load_source", lambda *a, **k: _segfault())
+    monkeypatch.setattr(jobs, "load_source", lambda *a, **k: _segfault())  # every job's loader
     doc = verify_batch(
         target,
         [VerifyItem("small", str(DATA / "small.pkl"), str(out))],

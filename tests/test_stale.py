@@ -166,6 +166,7 @@ def test_the_declared_param_gives_the_rules_paths():
         "results/report/a.png",
         "results/report/b.png",
         "results/report/stats/b0000000001.json",
+        "results/sources/b0000000001.tsv",
         *(f"results/{t}/{n}{e}" for t, e in (("nwb", ".nwb"), ("pickle", ".pkl")) for n in "ab"),
         "results/hdf5/ragged/a.h5",
         "results/hdf5/ragged/b.h5",

@@ -134,15 +134,14 @@ def test_export_jobs_import_no_heavy_library_they_do_not_need(tmp_path, fmt):
     out = tmp_path / "out"
     code = f"""
 import sys
+import json
 from spikelab.workflow.export import run_export_job
-from spikelab.workflow.verify import run_verify_job
 t = {{"name": "{fmt}", "format": "{fmt}", "options": {opts!r}}}
 run_export_job(target=t, sources=[{str(DATA / "small.pkl")!r}], outputs=[{str(out)!r}],
                recordings=[{{"recording": "small"}}], default_fs_Hz=20000.0,
-               on_bad_recording="continue", log_path=None)
-doc = run_verify_job(target=t, sources=[{str(DATA / "small.pkl")!r}], outputs=[{str(out)!r}],
-                     recordings=[{{"recording": "small"}}], default_fs_Hz=20000.0, batch="b",
-                     out_json={str(tmp_path / "v.json")!r}, log_path=None)
+               on_bad_recording="continue", log_path=None, batch="b",
+               verify_json={str(tmp_path / "v.json")!r})
+doc = json.loads(open({str(tmp_path / "v.json")!r}).read())
 assert doc["ok"], doc
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in
                ("pynwb", "hdmf", "boto3", "botocore", "scipy", "matplotlib", "pandas"))
@@ -151,6 +150,63 @@ print("HEAVY", heavy)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout, proc.stdout
+
+
+def _export_and_verify(tmp_path, target, items, **kwargs):
+    out_json = tmp_path / "verify.json"
+    run_export_job(
+        target=target.as_params(),
+        sources=[i.source for i in items],
+        outputs=[i.output for i in items],
+        recordings=[{"recording": i.recording} for i in items],
+        default_fs_Hz=20000.0,
+        on_bad_recording="continue",
+        log_path=None,
+        verify_json=str(out_json),
+        batch="b0123456789",
+        **kwargs,
+    )
+    return json.loads(out_json.read_text())
+
+
+@pytest.mark.parametrize("isolation", [{"enabled": True}, {"enabled": False}])
+def test_the_export_job_verifies_each_output_and_records_failures_in_its_json(tmp_path, isolation):
+    target = Target("kilosort", "kilosort", {})
+    items = _items(tmp_path, target, ["small", "empty_units", "neg_start"], bad=("empty_units",))
+    doc = _export_and_verify(tmp_path, target, items, isolation=isolation, mem_mb=2000)
+    assert (doc["target"], doc["batch"], doc["ok"]) == ("kilosort", "b0123456789", False)
+    by_name = {r["recording"]: r for r in doc["results"]}
+    assert [r["recording"] for r in doc["results"]] == ["small", "empty_units", "neg_start"]
+    assert by_name["small"]["status"] == by_name["neg_start"]["status"] == "ok"
+    assert by_name["small"]["n_spikes"] == 1396
+    assert by_name["small"]["tolerance_ms"] > 0  # half a sample at 20 kHz
+    assert by_name["empty_units"]["status"] == "export_failed"
+    assert "not a readable pickle" in by_name["empty_units"]["message"]
+
+
+def test_a_crash_while_verifying_keeps_the_output_and_reports_it_unreadable(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from spikelab.formats import pickle_io
+
+    target = Target("pickle", "pickle", {})
+    items = _items(tmp_path, target, ["small"])
+
+    read = pickle_io.load_spikedata_from_pickle
+
+    def crash(path, **kwargs):
+        if str(path) == items[0].output:  # not the job's warm-up file
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return read(path, **kwargs)
+
+    monkeypatch.setattr(pickle_io.PickleFormat, "reader", lambda self: crash)
+    doc = _export_and_verify(tmp_path, target, items, isolation={"enabled": True}, mem_mb=2000)
+    (row,) = doc["results"]
+    assert row["status"] == "unreadable"
+    assert row["message"] == "crashed with SIGSEGV while reading the output"
+    assert read_failure_stub(items[0].output) is None  # the output stays: it was written
+    assert Path(items[0].output).stat().st_size == row["output_bytes"] > 0
 
 
 # ------------------------------------------------------------------------ targets
@@ -296,9 +352,9 @@ def test_summary_names_the_log_holding_each_rows_details(tmp_path):
     write_summary([_verify_json(tmp_path / "a.json", rows, batch="b0123456789")], out)
     logs = {r["recording"]: r["log"] for r in read_summary(out)}
     assert logs == {
-        "a": "logs/verify/nwb/b0123456789.log",
+        "a": "logs/export/nwb/b0123456789.log",
         "b": "logs/export/nwb/b0123456789.log",
-        "c": "logs/verify/nwb/b0123456789.log",
+        "c": "logs/export/nwb/b0123456789.log",
     }
 
 
@@ -336,10 +392,10 @@ def test_check_fails_with_one_line_per_bad_recording_and_fault(tmp_path):
     assert lines[2].endswith("xxx...; log: logs/export/kilosort/b0123456789.log")
     assert lines[3] == (
         "  in/odd.pkl (odd): mismatch in nwb: unit 2: 1 spike times off; "
-        "log: logs/verify/nwb/b0123456789.log"
+        "log: logs/export/nwb/b0123456789.log"
     )
     assert lines[4] == "  x (odd): unreadable in pickle: in/odd.pkl: crashed; " + (
-        "log: logs/verify/pickle/b0123456789.log"
+        "log: logs/export/pickle/b0123456789.log"
     )
     assert len(lines) == 5
     assert not (tmp_path / "ok").exists()

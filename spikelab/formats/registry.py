@@ -263,7 +263,14 @@ def get_format(name: str) -> Format:
         module = MODULES[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown format {name!r}; known formats: {', '.join(MODULES)}") from None
-    return importlib.import_module(module).FORMAT
+    loaded = _LOADED.get(module)
+    if loaded is None:
+        loaded = _LOADED[module] = importlib.import_module(module).FORMAT
+    return loaded
+
+
+#: Entries already imported, by module (the workflow asks ~30 times per recording at start).
+_LOADED: dict[str, Format] = {}
 
 
 def format_names() -> tuple[str, ...]:

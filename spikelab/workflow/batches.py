@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from spikelab.workflow.inputs import Recording
 
-__all__ = ["Batch", "plan_batches", "batch_key"]
+__all__ = ["Batch", "plan_batches", "batch_key", "write_sources_list"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,21 @@ def plan_batches(
         keys.setdefault(key, 1)
         batches.append(Batch(key, tuple(group)))
     return batches
+
+
+def write_sources_list(files: Sequence[str], out: str) -> None:
+    """Write ``out`` (atomically), a TSV of a batch's input files and their sizes (bytes).
+
+    The jobs of a batch depend on this one file instead of each declaring every input file of
+    the batch: a changed input re-writes it, which re-runs them. Snakemake then tracks each
+    input once per batch, not once per job (at 10 000 recordings, 60 000 declared inputs fewer
+    and no checksum of 100 inputs per output when a job finishes).
+    """
+    import os
+    from pathlib import Path
+
+    from spikelab.formats.atomic import atomic_file
+
+    lines = ["path\tbytes"] + [f"{f}\t{os.path.getsize(f)}" for f in files]
+    with atomic_file(out) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")

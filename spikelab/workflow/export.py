@@ -35,8 +35,10 @@ from spikelab.formats.atomic import remove_stale_temporaries
 from spikelab.formats.errors import MissingSamplingRateError
 from spikelab.formats.registry import DEFAULT_INPUT_FORMAT, get_format
 from spikelab.jobs import (
+    COMPARING,
     COPIED_NOTE,
     EXPORTING,
+    READING_OUTPUT,
     SOURCE_FIX,
     BatchError,
     Fault,
@@ -63,6 +65,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("spikelab.workflow")
+
+#: Phases of a recording's work that come after its output is written (verification).
+VERIFY_PHASES = (READING_OUTPUT, COMPARING)
 
 
 class BatchExportError(BatchError):
@@ -181,6 +186,8 @@ class ExportResult:
     bytes: int = 0
     seconds: float = 0.0
     error: str = ""
+    #: The output's verification (a verify result dict, see :mod:`.verify`), when asked for.
+    verify: dict[str, Any] | None = None
 
 
 def export_batch(
@@ -193,8 +200,15 @@ def export_batch(
     pickle_loading: Mapping[str, Any] | None = None,
     limits: RecordingLimits | None = None,
     sample_sheet: bool = False,
+    verify: Callable[[ExportItem, Any], dict[str, Any]] | None = None,
+    on_verify_fault: Callable[[ExportItem, Fault], dict[str, Any]] | None = None,
 ) -> list[ExportResult]:
     """Convert every item with ``exporter(sd, output, **kwargs)``; see the module docstring.
+
+    With ``verify``, each output is then verified at once, in the same process (or child),
+    with the source already read: ``verify(item, sd)`` gives its result (``ExportResult.verify``);
+    a fault while verifying (a crash or limit in the child) gives ``on_verify_fault(item,
+    fault)`` and keeps the output.
 
     ``default_fs_Hz`` (Hz) is the config's fallback sampling rate; ``sample_sheet`` says
     whether the recordings come from a sample sheet (which may give rates), for the messages
@@ -243,9 +257,16 @@ def export_batch(
             f" at fs_Hz={fs:g} ({fs_source})" if target.uses_fs and fs is not None else "",
             f": {COPIED_NOTE}" if copied else "",
         )
-        return ExportResult(item.recording, item.output, True, size, seconds)
+        checked = None if verify is None else verify(item, sd)
+        return ExportResult(item.recording, item.output, True, size, seconds, verify=checked)
 
     def failed(item: ExportItem, fault: Fault, keep_going: bool) -> ExportResult:
+        if fault.phase in VERIFY_PHASES and on_verify_fault is not None:
+            log.error("%s: cannot verify %s: %s", target.name, item.output, fault.error)
+            size = output_size(item.output)
+            return ExportResult(
+                item.recording, item.output, True, size, verify=on_verify_fault(item, fault)
+            )
         log.error("%s: cannot convert %s: %s", target.name, item.recording, fault.error)
         remove_stale_temporaries(Path(item.output))  # of a child that died writing
         if keep_going:
@@ -307,8 +328,13 @@ def run_export_job(
     isolation: Mapping[str, Any] | None = None,
     mem_mb: float | None = None,
     sample_sheet: bool | None = None,
+    verify_json: str | None = None,
+    batch: str | None = None,
 ) -> list[ExportResult]:
-    """Entry point of ``scripts/export.py``: set up logging and export one batch.
+    """Entry point of ``scripts/export.py``: set up logging and export one batch; with
+    ``verify_json``, verify each output right after writing it (read back with its format's
+    reader, compared with the source as read) and write the batch's verify JSON there
+    (``batch`` is its key).
 
     ``exporter`` defaults to the writer of the target's format. ``recordings`` holds one
     mapping per source, in order (see :class:`RecordingParams`); ``pickle_loading`` as for
@@ -333,7 +359,34 @@ def run_export_job(
                 rec.recording, str(src), str(out), rec.sheet_fs_Hz, options, **rec.source_kwargs()
             )
         )
-    return export_batch(
+    hooks: dict[str, Any] = {}
+    if verify_json is not None:
+        from spikelab.workflow import verify as verifying
+
+        def as_verify_item(item: ExportItem) -> verifying.VerifyItem:
+            return verifying.VerifyItem(
+                item.recording,
+                item.source,
+                item.output,
+                item.sheet_fs_Hz,
+                item.source_format,
+                item.read_options,
+            )
+
+        def check(item: ExportItem, sd: Any) -> dict[str, Any]:
+            return verifying.verify_written(
+                tgt,
+                as_verify_item(item),
+                sd,
+                default_fs_Hz=default_fs_Hz,
+                pickle_loading=pickle_loading,
+            )
+
+        def check_failed(item: ExportItem, fault: Fault) -> dict[str, Any]:
+            return verifying.fault_result(tgt, as_verify_item(item), fault)
+
+        hooks = {"verify": check, "on_verify_fault": check_failed}
+    results = export_batch(
         exporter,
         tgt,
         items,
@@ -342,4 +395,26 @@ def run_export_job(
         pickle_loading=pickle_loading,
         limits=RecordingLimits.from_params(isolation, mem_mb),
         sample_sheet=bool(sample_sheet),
+        **hooks,
+    )
+    if verify_json is not None:
+        checked = [
+            r.verify
+            if r.verify is not None
+            else verifying.stub_result(tgt, as_verify_item(item))
+            or verifying.fault_result(tgt, as_verify_item(item), _lost(item, r))
+            for item, r in zip(items, results, strict=True)
+        ]
+        verifying.write_verify_json(tgt, checked, verify_json, batch=str(batch))
+    return results
+
+
+def _lost(item: ExportItem, result: ExportResult) -> Fault:
+    """The fault of an export that left neither an output nor a failure record."""
+    return Fault(
+        item.recording,
+        item.source,
+        result.error or "no output was written",
+        RuntimeError(result.error),
+        description=result.error or "no output was written",
     )

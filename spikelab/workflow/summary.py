@@ -29,7 +29,7 @@ from typing import Any
 from spikelab.formats.atomic import atomic_file
 from spikelab.jobs import setup_logging
 from spikelab.workflow.inputs import resolve_fs_Hz
-from spikelab.workflow.targets import RESULTS, export_log, verify_log
+from spikelab.workflow.targets import RESULTS, export_log
 
 __all__ = [
     "COLUMNS",
@@ -78,9 +78,8 @@ def collect_rows(json_paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
         for row in doc["results"]:
-            if doc.get("batch"):
-                where = export_log if row["status"] == "export_failed" else verify_log
-                row["log"] = where(row["target"], doc["batch"])
+            if doc.get("batch"):  # one job exports and verifies a batch
+                row["log"] = export_log(row["target"], doc["batch"])
             rows.append(row)
     rows.sort(key=lambda r: (r["recording"], r["target"]))
     return rows

@@ -39,8 +39,8 @@ __all__ = [
     "REPORT_TABLE",
     "report_figure",
     "report_stats",
+    "sources_list",
     "export_log",
-    "verify_log",
     "declared_outputs",
     "Target",
     "MissingSamplingRateError",
@@ -66,14 +66,14 @@ def report_stats(batch_key: str) -> str:
     return f"{REPORT}/stats/{batch_key}.json"
 
 
+def sources_list(batch_key: str) -> str:
+    """Path of the list of one batch's input files (every job of the batch depends on it)."""
+    return f"{RESULTS}/sources/{batch_key}.tsv"
+
+
 def export_log(target_name: str, batch_key: str) -> str:
     """Log of the export job of one target and batch."""
     return f"logs/export/{target_name}/{batch_key}.log"
-
-
-def verify_log(target_name: str, batch_key: str) -> str:
-    """Log of the verify job of one target and batch."""
-    return f"logs/verify/{target_name}/{batch_key}.log"
 
 
 @dataclass(frozen=True)
@@ -116,16 +116,12 @@ class Target:
         return f"{RESULTS}/{self.name}/{recording}{self.spec.extension}"
 
     def verify_output(self, batch_key: str) -> str:
-        """Path of the JSON verification result of one batch."""
+        """Path of the JSON verification result of one batch (written by its export job)."""
         return f"{RESULTS}/verify/{self.name}/{batch_key}.json"
 
     def export_log(self, batch_key: str) -> str:
-        """Log of the export job of one batch."""
+        """Log of the export (and verify) job of one batch."""
         return export_log(self.name, batch_key)
-
-    def verify_log(self, batch_key: str) -> str:
-        """Log of the verify job of one batch."""
-        return verify_log(self.name, batch_key)
 
     def as_params(self) -> dict[str, Any]:
         """A plain dict (name, format, sorted options) for Snakemake ``params:``."""
@@ -243,12 +239,13 @@ def declared_outputs(
 ) -> set[str]:
     """Every path under :data:`RESULTS` that a rule declares, for the recordings named
     ``recordings`` in batches ``batch_keys`` and every defined target (selected or not):
-    each target's output of each recording and verify result of each batch, the report's
-    figures, numbers and table, the summary and the check's stamp."""
+    each target's output of each recording and verify result of each batch, each batch's list
+    of sources, the report's figures, numbers and table, the summary and the check's stamp."""
     recordings, batch_keys = list(recordings), list(batch_keys)
     paths = {SUMMARY, VERIFIED, *REPORT_TABLE}
     paths.update(report_figure(name) for name in recordings)
     paths.update(report_stats(key) for key in batch_keys)
+    paths.update(sources_list(key) for key in batch_keys)
     for target in targets:
         paths.update(target.output(name) for name in recordings)
         paths.update(target.verify_output(key) for key in batch_keys)

@@ -60,6 +60,10 @@ __all__ = [
     "VerifyItem",
     "verify_recording",
     "verify_batch",
+    "verify_written",
+    "stub_result",
+    "fault_result",
+    "write_verify_json",
     "run_verify_job",
 ]
 
@@ -188,6 +192,77 @@ def _empty_result(target: Target, item: VerifyItem) -> dict[str, Any]:
     }
 
 
+def stub_result(target: Target, item: VerifyItem) -> dict[str, Any] | None:
+    """The ``export_failed`` result when ``item``'s output is a failure record, else None."""
+    stub = read_failure_stub(item.output)
+    if stub is None:
+        return None
+    result = _empty_result(target, item)
+    result.update(status="export_failed", ok=False, message=stub)
+    return result
+
+
+def verify_written(
+    target: Target,
+    item: VerifyItem,
+    src: SpikeData,
+    *,
+    default_fs_Hz: float | None,
+    pickle_loading: Mapping[str, Any] | None,
+    t0: float | None = None,
+) -> dict[str, Any]:
+    """Read ``item``'s output back with its format's reader and compare it with ``src``, the
+    source as read (times in ms); the JSON-ready result (status ok, unreadable or mismatch).
+    A fault of the reader (a data fault) is an ``unreadable`` result."""
+    t0 = time.perf_counter() if t0 is None else t0
+    result = _empty_result(target, item)
+    result["output_bytes"] = output_size(item.output)
+    fs, fs_from = resolve_fs_Hz(item.sheet_fs_Hz, src.metadata, default_fs_Hz)
+    # every target: the summary completes the rate of targets that get no sheet or config
+    # rate (their jobs do not depend on it), from the metadata's recorded here
+    result.update(fs_Hz=fs, fs_Hz_from=fs_from)
+    isolation.phase(READING_OUTPUT)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            kwargs = target.loader_kwargs(fs, pickle_loading=pickle_loading)
+            read = target.spec.reader()(item.output, **kwargs)
+        for w in caught:
+            log.warning("%s: %s: %s", item.recording, w.category.__name__, w.message)
+    except DATA_FAULTS as exc:
+        result.update(status="unreadable", ok=False, message=describe_error(exc))
+        result["seconds"] = round(time.perf_counter() - t0, 6)
+        return result
+    isolation.phase(COMPARING)
+    abs_tol, ulps = target.time_tolerance(fs)
+    cmp = compare_spikedata(src, read, abs_tol_ms=abs_tol, ulps=ulps)
+    result.update(
+        n_units=cmp.n_units,
+        n_spikes=cmp.n_spikes,
+        max_abs_error_ms=cmp.max_abs_error_ms,
+        max_error_ulps=_number(cmp.max_error_ulps) if abs_tol == 0 else None,
+        tolerance_ms=_number(cmp.tolerance_ms),
+        tolerance_ulps=ulps,
+    )
+    if not cmp.ok:
+        result.update(status="mismatch", ok=False, message="; ".join(cmp.problems))
+    elif item.same_as(target):
+        result["message"] = COPIED_NOTE
+    result["seconds"] = round(time.perf_counter() - t0, 6)
+    return result
+
+
+def fault_result(target: Target, item: VerifyItem, fault: Fault) -> dict[str, Any]:
+    """The ``unreadable`` result of an item whose verification failed with ``fault`` (its
+    source unreadable, or its reading crashed or exceeded the limits in a child)."""
+    result = _empty_result(target, item)
+    with contextlib.suppress(OSError):
+        result["output_bytes"] = output_size(item.output)
+    where = "source: " if fault.phase == LOADING else ""
+    result.update(status="unreadable", ok=False, message=where + fault.description)
+    return result
+
+
 def _verify_items(
     target: Target,
     items: Sequence[VerifyItem],
@@ -204,54 +279,16 @@ def _verify_items(
 
     def verify(item: VerifyItem) -> dict[str, Any]:
         t0 = time.perf_counter()
-        result = _empty_result(target, item)
-        stub = read_failure_stub(item.output)
+        stub = stub_result(target, item)
         if stub is not None:
-            result.update(status="export_failed", ok=False, message=stub)
-            return result
-        result["output_bytes"] = output_size(item.output)
+            return stub
         src = item.load(pickle_loading, default_fs_Hz)  # a fault here: see failed
-        fs, fs_from = resolve_fs_Hz(item.sheet_fs_Hz, src.metadata, default_fs_Hz)
-        # every target: the summary completes the rate of targets that get no sheet or config
-        # rate (their jobs do not depend on it), from the metadata's recorded here
-        result.update(fs_Hz=fs, fs_Hz_from=fs_from)
-        isolation.phase(READING_OUTPUT)
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                kwargs = target.loader_kwargs(fs, pickle_loading=pickle_loading)
-                read = target.spec.reader()(item.output, **kwargs)
-            for w in caught:
-                log.warning("%s: %s: %s", item.recording, w.category.__name__, w.message)
-        except DATA_FAULTS as exc:
-            result.update(status="unreadable", ok=False, message=describe_error(exc))
-            result["seconds"] = round(time.perf_counter() - t0, 6)
-            return result
-        isolation.phase(COMPARING)
-        abs_tol, ulps = target.time_tolerance(fs)
-        cmp = compare_spikedata(src, read, abs_tol_ms=abs_tol, ulps=ulps)
-        result.update(
-            n_units=cmp.n_units,
-            n_spikes=cmp.n_spikes,
-            max_abs_error_ms=cmp.max_abs_error_ms,
-            max_error_ulps=_number(cmp.max_error_ulps) if abs_tol == 0 else None,
-            tolerance_ms=_number(cmp.tolerance_ms),
-            tolerance_ulps=ulps,
+        return verify_written(
+            target, item, src, default_fs_Hz=default_fs_Hz, pickle_loading=pickle_loading, t0=t0
         )
-        if not cmp.ok:
-            result.update(status="mismatch", ok=False, message="; ".join(cmp.problems))
-        elif item.same_as(target):
-            result["message"] = COPIED_NOTE
-        result["seconds"] = round(time.perf_counter() - t0, 6)
-        return result
 
     def failed(item: VerifyItem, fault: Fault, keep_going: bool) -> dict[str, Any]:
-        result = _empty_result(target, item)
-        with contextlib.suppress(OSError):
-            result["output_bytes"] = output_size(item.output)
-        where = "source: " if fault.phase == LOADING else ""
-        result.update(status="unreadable", ok=False, message=where + fault.description)
-        return result
+        return fault_result(target, item, fault)
 
     def context(item: VerifyItem) -> str:
         return f"while verifying {item.output} against {item.source} [{target.name}]"
@@ -305,6 +342,13 @@ def verify_batch(
     results = _verify_items(
         target, items, default_fs_Hz=default_fs_Hz, pickle_loading=pickle_loading, limits=limits
     )
+    return write_verify_json(target, results, out_json, batch=batch)
+
+
+def write_verify_json(
+    target: Target, results: Sequence[Mapping[str, Any]], out_json: str, *, batch: str
+) -> dict[str, Any]:
+    """Log one line per result and write the batch's verify JSON ``out_json`` (atomically)."""
     for r in results:
         if r["ok"]:
             log.info(
@@ -322,7 +366,7 @@ def verify_batch(
         "format": target.format,
         "batch": batch,
         "ok": all(r["ok"] for r in results),
-        "results": results,
+        "results": list(results),
     }
     with atomic_file(out_json) as tmp:
         Path(tmp).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
