@@ -66,14 +66,16 @@ def use_directory_input(workdir: Path) -> None:
     )
 
 
-def per_batch_jobs(*batches: str, targets=RULE_TARGETS, figures=True) -> Counter:
-    """The jobs of the batches with keys ``batches``, and the summary jobs."""
+def per_batch_jobs(*batches: str, targets=RULE_TARGETS, figures=True, sources=None) -> Counter:
+    """The jobs of the batches with keys ``batches`` (a source list, an export job per target,
+    which also verifies, and a figure job), and the summary jobs. The source list is re-made
+    with the figures unless ``sources`` says otherwise (an option changed: neither)."""
     jobs = Counter({"summary": 1, "check": 1, "all": 1, "report_table": 1})
     for key in batches:
+        jobs[f"sources__{key}"] += int(figures if sources is None else sources)
         jobs[f"report_figures__{key}"] += int(figures)
         for t in targets:
             jobs[f"export_{t}__{key}"] += 1
-            jobs[f"verify_{t}__{key}"] += 1
     return jobs
 
 
@@ -114,7 +116,7 @@ def finished(tmp_path_factory) -> Path:
 
 
 # --------------------------------------------------------------------------- dry run
-def test_dry_run_lists_an_export_and_a_verify_job_per_target_and_batch(workflow_dir):
+def test_dry_run_lists_a_sources_list_and_an_export_job_per_target_and_batch(workflow_dir):
     # default batch_size 100: the three example recordings form one batch
     assert planned_jobs(workflow_dir) == per_batch_jobs(batch_key(RECORDINGS))
     set_config(workflow_dir, batch_size=1)
@@ -231,8 +233,13 @@ def test_changing_one_format_option_reruns_only_that_format(finished, tmp_path):
 def test_one_file_target_builds_only_its_own_job(workflow_dir):
     set_config(workflow_dir, batch_size=1)
     smk(workflow_dir, "results/nwb/small.nwb")
-    files = [p for p in (workflow_dir / "results").rglob("*") if p.is_file()]
-    assert files == [workflow_dir / "results" / "nwb" / "small.nwb"]
+    files = {str(p.relative_to(workflow_dir)) for p in workflow_dir.rglob("results/**/*")}
+    key = batch_key(["small"])  # the job also verifies the file, from the batch's source list
+    assert {f for f in files if "." in Path(f).name} == {
+        "results/nwb/small.nwb",
+        f"results/verify/nwb/{key}.json",
+        f"results/sources/{key}.tsv",
+    }
 
 
 def test_touching_one_input_reruns_only_its_batch(tmp_path):
@@ -352,7 +359,7 @@ def test_a_corrupt_input_leaves_the_others_converted_and_verified(workflow_dir):
     listed = ", ".join(f"{shown} (failure record)" for shown in records.values())
     (stale,) = _own_lines(proc.stdout + proc.stderr, "belong to no current recording")
     assert stale.startswith(
-        f"12 outputs belong to no current recording or target in results/: {listed} and 7 "
+        f"13 outputs belong to no current recording or target in results/: {listed} and 8 "
         "more; list: "
     )
     assert stale.endswith("snakemake clean_stale")
