@@ -197,6 +197,7 @@ def draw_batch(
         failed="{bad} of {total} recordings could not be read",
         error_type=FigureBatchError,
         isolate=None if limits is None else isolate,
+        per_child=None if limits is None else limits.per_child_for(pickle_loading),
     )
 
 

@@ -311,6 +311,7 @@ def export_batch(
         isolate=None if limits is None else isolate,
         encode=dataclasses.asdict,
         decode=lambda fields: ExportResult(**fields),
+        per_child=None if limits is None else limits.per_child_for(pickle_loading),
     )
 
 

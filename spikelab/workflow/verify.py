@@ -303,6 +303,7 @@ def _verify_items(
         context=context,
         failed=f"{target.name}: {{bad}} of {{total}} sources could not be read",
         isolate=None if limits is None else isolate,
+        per_child=None if limits is None else limits.per_child_for(pickle_loading),
     )
 
 
