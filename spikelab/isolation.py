@@ -570,37 +570,52 @@ def run_each_isolated(
     fn: Callable[[Any], Any],
     items: Sequence[Any],
     *,
-    limits: Sequence[Limits],
+    limits: Callable[[int], Limits],
     encode: Callable[[Any], Any] = lambda value: value,
     is_environment: Callable[[BaseException, str], bool] = lambda exc, phase: False,
     is_expected: Callable[[BaseException], bool] = lambda exc: True,
     start_phase: str | None = None,
     per_child: int | None = None,
+    warm_up: Callable[[], None] | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """Yield ``(k, encode(fn(items[k])))`` for every item in order, or ``(k, failure)`` (a
     :class:`ChildFailure`) for an item whose work raised, crashed, or ran out of memory or
     time; the work runs in forked workers (see the module docstring), item ``k`` under
-    ``limits[k]``.
+    ``limits(k)`` (asked when a worker that may take item ``k`` is forked).
 
     Each item's work starts in phase ``start_phase`` (default: the current one). A worker
-    takes at most ``per_child`` items (None: no limit; 1: a child per item). When a failure is
-    yielded its worker is already gone. Close the generator to stop its worker early.
-    ``is_environment(exc, phase)`` and ``is_expected(exc)`` (called in the worker) classify an
-    exception (see :class:`ChildFailure`).
+    takes at most ``per_child`` items (None: no limit; 1: a child per item). ``warm_up`` runs
+    in this process before it forks any worker but the first (the imports the work needs, so
+    that later workers start with them; the first pays them itself, as work in-process
+    would); a failure in the first worker is then judged again by a warm one, timeouts
+    included. When a failure is yielded its worker is already gone. Close the generator to stop
+    its worker early. ``is_environment(exc, phase)`` and ``is_expected(exc)`` (called in the
+    worker) classify an exception (see :class:`ChildFailure`).
     """
     global _phase
-    if len(limits) != len(items):
-        raise ValueError(f"{len(items)} items but {len(limits)} limits")
     start_phase = _phase if start_phase is None else start_phase
-    k = 0
+    known: dict[int, Limits] = {}
+
+    def limits_of(i: int) -> Limits:
+        if i not in known:
+            known[i] = limits(i)
+        return known[i]
+
+    warm, forked, k = warm_up is None, 0, 0
     while k < len(items):
-        first = k
+        if forked and not warm:
+            warm_up()
+            warm = True
+            known.clear()  # derived limits depend on what this process now holds
+        first, cold = k, not warm
+        table = [limits_of(i) if i >= first else Limits() for i in range(len(items))]
         worker = _Worker(
-            fn, items, first, limits, encode, is_environment, is_expected, start_phase, per_child
+            fn, items, first, table, encode, is_environment, is_expected, start_phase, per_child
         )
+        forked += 1
         try:
             while k < len(items):
-                outcome = _next_outcome(worker, k, limits[k], start_phase)
+                outcome = _next_outcome(worker, k, table[k], start_phase)
                 if outcome.failure is None:
                     _emit(outcome.records, worker.handlers)
                     _phase = outcome.phase
@@ -609,7 +624,7 @@ def run_each_isolated(
                     continue
                 failure = outcome.failure
                 worker.stop()
-                if k > first and (not outcome.started or _run_again(failure)):
+                if (k > first or cold) and (not outcome.started or _run_again(failure, cold)):
                     break  # item k again, in a fresh worker: only that verdict counts
                 _emit(outcome.records, worker.handlers)
                 _phase = failure.phase
@@ -620,11 +635,11 @@ def run_each_isolated(
             worker.stop()
 
 
-def _run_again(failure: ChildFailure) -> bool:
-    """Whether an item that failed in a used worker is run again in a fresh one: always,
-    except after a timeout (it would cost its time again) or an environment fault (the job
-    fails)."""
-    return failure.kind != "timeout" and not failure.environment
+def _run_again(failure: ChildFailure, cold: bool) -> bool:
+    """Whether an item that failed in a used or cold worker is run again in a fresh one:
+    always, except after an environment fault (the job fails) or a timeout in a warm worker
+    (it would cost its time again)."""
+    return not failure.environment and (cold or failure.kind != "timeout")
 
 
 def run_isolated(
@@ -646,7 +661,7 @@ def run_isolated(
     runs = run_each_isolated(
         lambda _: fn(),
         [None],
-        limits=[limits],
+        limits=lambda _: limits,
         encode=encode,
         is_environment=is_environment,
         is_expected=is_expected,

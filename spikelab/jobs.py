@@ -367,6 +367,7 @@ def for_each_recording(
     encode: Callable[[ResultT], Any] = lambda value: value,
     decode: Callable[[Any], ResultT] = lambda value: value,
     per_child: int | None = None,
+    warm_up: Callable[[], None] | None = None,
 ) -> list[ResultT]:
     """``[work(item) for item in items]``, where the fault of one recording does not stop the
     others.
@@ -379,7 +380,8 @@ def for_each_recording(
     JSON through ``encode`` and ``decode``), and whatever ends the work of an item — any
     exception, a crash, running out of memory or time — is the recording's fault, except an
     :func:`environment fault <is_environment_fault>`, which fails the job
-    (:class:`EnvironmentFault`).
+    (:class:`EnvironmentFault`). ``warm_up()`` (the imports the work needs) runs in this process
+    before it forks any worker but the first.
 
     A faulty item's result is ``on_fault(item, fault, keep_going)``; ``keep_going`` is True
     under ``on_bad_recording="continue"`` (leave a record of the failure in place of the
@@ -422,13 +424,14 @@ def for_each_recording(
                 raise
             results.append(result)
     else:
-        limits = []
-        for item in items:
+
+        def limits(index: int) -> Limits:
             try:
-                limits.append(isolate(item))
+                return isolate(items[index])
             except BaseException as exc:
-                exc.add_note(context(item))
+                exc.add_note(context(items[index]))
                 raise
+
         isolation.phase(LOADING)
         runs = isolation.run_each_isolated(
             work,
@@ -439,6 +442,7 @@ def for_each_recording(
             is_expected=lambda exc: isinstance(exc, DATA_FAULTS),
             start_phase=LOADING,
             per_child=per_child,
+            warm_up=warm_up,
         )
         with contextlib.closing(runs):
             for index in range(len(items)):
@@ -462,7 +466,8 @@ def for_each_recording(
                 except EnvironmentFault:
                     raise
                 except BaseException as exc:
-                    exc.add_note(context(item))
+                    if not getattr(exc, "__notes__", None):  # (limits' errors name their item)
+                        exc.add_note(context(item))
                     raise
                 results.append(result)
     if finish is not None:

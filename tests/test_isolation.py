@@ -450,3 +450,61 @@ def test_code_that_a_pickle_may_run_gets_a_child_per_recording():
     assert limits.per_child_for({"trusted": True}) == 1
     assert limits.per_child_for({"allow_globals": ["mypkg.MyClass"]}) == 1
     assert RecordingLimits(per_child=5).per_child_for({"trusted": True}) == 5
+
+
+_WARM: list[bool] = []  # set by the warm-up, in the job's process (so in the workers after it)
+
+
+def _needs_warm_up(item: _Rec) -> int:
+    """Fails (by the item's name) unless the process was warmed up before the fork."""
+    if not _WARM:
+        if item.recording == "slow":
+            time.sleep(5)  # e.g. imports on a loaded machine
+        raise MemoryError  # e.g. the imports took the room
+    return os.getpid()
+
+
+def _warm_batch(names, work, calls):
+    def warm_up():
+        calls.append(1)
+        _WARM.append(True)
+
+    try:
+        return for_each_recording(
+            [_Rec(n, n) for n in names],
+            work,
+            on_fault=lambda item, fault, keep_going: fault.description,
+            context=str,
+            failed="{bad} of {total}",
+            isolate=lambda item: Limits(seconds=2),
+            warm_up=warm_up,
+        )
+    finally:
+        _WARM.clear()
+
+
+def test_the_first_worker_pays_its_own_imports_and_no_warm_up_is_run():
+    calls = []
+    pids = _warm_batch(["a", "b", "c"], lambda item: os.getpid(), calls)
+    assert calls == [] and len(set(pids)) == 1
+
+
+def test_the_job_warms_up_once_before_it_forks_a_second_worker():
+    calls = []
+    outcomes = _warm_batch(["a", "crash", "c", "crash2", "e"], _behave_without_files, calls)
+    assert calls == [1]
+    assert outcomes[1] == outcomes[3] == "crashed with SIGSEGV while loading"
+
+
+def _behave_without_files(item: _Rec) -> int:
+    if item.recording.startswith("crash"):
+        _segfault()
+    return os.getpid()
+
+
+@pytest.mark.parametrize("name", ["memory", "slow"])
+def test_a_failure_of_the_cold_first_worker_is_judged_again_by_a_warm_one(name):
+    calls = []
+    pids = _warm_batch([name, "b"], _needs_warm_up, calls)
+    assert calls == [1]
+    assert all(isinstance(pid, int) for pid in pids), pids

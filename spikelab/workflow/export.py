@@ -224,8 +224,6 @@ def export_batch(
             "any code a pickle holds"
         )
     t_batch = time.perf_counter()
-    if limits is not None and items:
-        target.spec.warm_up(target.options)  # children start with the writer's imports done
 
     def isolate(item: ExportItem) -> Limits:
         return limits.for_source(item.source, target.spec.resources)
@@ -312,6 +310,7 @@ def export_batch(
         encode=dataclasses.asdict,
         decode=lambda fields: ExportResult(**fields),
         per_child=None if limits is None else limits.per_child_for(pickle_loading),
+        warm_up=lambda: target.spec.warm_up(target.options),  # for workers after the first
     )
 
 
