@@ -2,9 +2,11 @@
 so that whatever a recording makes them meet (a crash, a memory bomb, a hang, an exception)
 ends with a child, not the caller, and is reported as that recording's fault.
 
-**A persistent worker per batch.** :func:`run_each_isolated` forks one child (a *worker*,
-after the caller's imports: numpy, h5py, pynwb and matplotlib are already loaded) that works
-through the items one after another. Before each item it sends ``{"start": k}``, then the
+**A persistent worker per batch.** :func:`run_each_isolated` forks one child (a *worker*)
+that works through the items one after another. The first worker pays the imports its work
+needs (pynwb, matplotlib) as work in the caller would; before forking any other the caller
+runs its ``warm_up``, so fresh workers start with them (and a failure in the first worker,
+which did not, is judged again by a warm one). Before each item it sends ``{"start": k}``, then the
 phases of the work (:func:`phase`), its log records, and the item's result as JSON lines on a
 pipe; nothing it sends is unpickled. The parent enforces the limits of the item being worked
 on: its wall time (counted from its start; on expiry the worker is killed and the item fails
@@ -32,15 +34,18 @@ left. So:
   grown by more than :data:`RESTART_GROWTH` of the next item's limit since it was forked
   (:data:`RESTART_GROWTH_MB` without a limit): no item starts with less than half its budget,
   and one that needs more than is left is run again in a fresh worker (above).
-- *Module globals.* Nothing in spikelab keeps a recording's data in a module global: the only
-  globals written while working are this module's phase (reset before each item) and the
-  restricted unpickler's table of allowed globals (built once, from code). Writers and readers
-  open files in ``with`` blocks; figures are drawn on their own ``Figure`` objects, never
-  through pyplot's global figure list; pynwb reads each file with a copy of its type map (so
-  namespaces cached in one file never reach the next). The libraries' caches are keyed by
-  code or text (matplotlib's fonts and text sizes), which changes timing, never content.
-  Warning filters and "already shown" registries are reset before each item
-  (``warnings.catch_warnings``), so each item logs its warnings as a child of its own did.
+- *Module globals.* What spikelab keeps per process is built from code, not from a
+  recording, or is tested to hold nothing of one recording when the next is written: this
+  module's phase (reset before each item); the restricted unpickler's table of allowed
+  globals; the NWB writer's TypeMap and cached specification (every file gets a BuildManager
+  of its own: ``tests/test_nwb_shared_writer.py``); the report's kept figure and glyph cache
+  (a figure drawn after others is byte for byte the one drawn in a fresh process:
+  ``tests/test_report_figures.py``). Writers and readers open files in ``with`` blocks; pynwb
+  reads each file with a copy of its type map (namespaces cached in one file never reach the
+  next). The libraries' own caches are keyed by code or text (matplotlib's fonts and text
+  sizes), which changes timing, never content. Warning filters and "already shown"
+  registries are reset before each item (``warnings.catch_warnings``), so each item logs its
+  warnings as a child of its own did.
 - *Memory that a bug leaves uninitialised* (an ``np.empty`` not fully written) may hold an
   earlier item's data, where a fresh child held only the parent's. The loaders never hand out
   such memory (a bare ``numpy.ndarray(...)`` in a pickle is refused), writers fill what they

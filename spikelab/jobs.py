@@ -59,6 +59,7 @@ __all__ = [
     "read_failure_stub",
     "fault_is",
     "for_each_recording",
+    "may_run_code",
     "RecordingLimits",
     "is_environment_fault",
     "EnvironmentFault",
@@ -285,8 +286,13 @@ class RecordingLimits:
         behind for the later recordings of its worker, else no limit."""
         if self.per_child is not None:
             return self.per_child
-        loading = pickle_loading or {}
-        return 1 if loading.get("trusted") or loading.get("allow_globals") else None
+        return 1 if may_run_code(pickle_loading) else None
+
+
+def may_run_code(pickle_loading: Mapping[str, Any] | None) -> bool:
+    """True when the pickle opt-ins (``trusted``, ``allow_globals``) let a source run code."""
+    loading = pickle_loading or {}
+    return bool(loading.get("trusted") or loading.get("allow_globals"))
 
 
 #: What to do about a fault of the source's data (the default of a failure stub).

@@ -214,8 +214,8 @@ def export_batch(
     whether the recordings come from a sample sheet (which may give rates), for the messages
     about a missing rate. ``pickle_loading`` holds
     the opt-ins of ``load_spikedata_from_pickle`` (``trusted``, ``allow_globals``) for sources
-    the user trusts; default: the restricted loader. With ``limits``, each recording is
-    converted in its own child process under them (:func:`spikelab.jobs.for_each_recording`);
+    the user trusts; default: the restricted loader. With ``limits``, the recordings are
+    converted in a worker child process, each under them (:func:`spikelab.jobs.for_each_recording`);
     without, in this process. Returns one result per item.
     """
     if (pickle_loading or {}).get("trusted"):
