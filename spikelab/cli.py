@@ -5,7 +5,7 @@ terminal, on the same library calls as the workflow.
   each format's registry entry from a config-like block), laid out as under ``results/``:
   ``DIR/nwb/<name>.nwb``, ``DIR/hdf5/<style>/<name>.h5``, ``DIR/kilosort/<name>/``,
   ``DIR/pickle/<name>.pkl``.
-- Every input is read once and converted to every target in its own child process
+- Every input is read once and converted to every target in a worker child process
   (:func:`spikelab.jobs.for_each_recording` with :mod:`spikelab.isolation`), under the memory
   and time a workflow job converting that one file would ask for; each output is then read
   back with its format's reader and compared with the input as read
@@ -445,7 +445,7 @@ class _Stop(Exception):
 def cmd_convert(args: argparse.Namespace) -> int:
     from spikelab import isolation
     from spikelab.formats.atomic import remove_stale_temporaries
-    from spikelab.jobs import Fault, for_each_recording, output_size, setup_logging
+    from spikelab.jobs import Fault, for_each_recording, may_run_code, output_size, setup_logging
 
     # Everything below up to the loop writes nothing.
     formats = parse_formats(args.to)
@@ -500,6 +500,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         text = text.removeprefix(prefix).replace(f"{item.source}: ", "", 1)
         line = f"{item.source}: {text}"
         failed.append(fault)
+        bar.update(1)
         bar.write(f"{PROG}: FAILED {line}", file=sys.stderr)
         bar.set_postfix(failed=len(failed), refresh=False)
         log.error("FAILED %s", line)
@@ -515,6 +516,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     def record(result: dict) -> dict:
         done.append(result)
+        bar.update(1)
         return result
 
     def convert(item: Input) -> dict:
@@ -524,7 +526,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     stopped = False
     try:
         for_each_recording(
-            bar,
+            inputs,
             convert if isolated else lambda item: record(convert(item)),
             on_fault=on_fault,
             on_bad_recording=args.on_bad,
@@ -532,6 +534,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             failed="{bad} of {total} inputs could not be converted",
             isolate=limits if isolated else None,
             decode=record,
+            per_child=1 if may_run_code(pickle_loading) else None,
         )
     except _Stop:
         stopped = True

@@ -18,6 +18,7 @@ naming the recording being processed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -58,6 +59,7 @@ __all__ = [
     "read_failure_stub",
     "fault_is",
     "for_each_recording",
+    "may_run_code",
     "RecordingLimits",
     "is_environment_fault",
     "EnvironmentFault",
@@ -236,12 +238,15 @@ MIN_RECORDING_MEMORY_MB = 256
 @dataclass(frozen=True)
 class RecordingLimits:
     """How a batch job isolates its recordings: ``memory_mb`` and ``seconds`` from the
-    config's ``isolation`` block (None: derived, see :meth:`for_source`), and ``job_mem_mb``,
-    the memory the job asked its scheduler for."""
+    config's ``isolation`` block (None: derived, see :meth:`for_source`), ``job_mem_mb``,
+    the memory the job asked its scheduler for, and ``per_child``."""
 
     memory_mb: float | None = None
     seconds: float | None = None
     job_mem_mb: float | None = None
+    #: recordings one worker process takes before a fresh one is forked (None: until one
+    #: fails or the worker has grown, see :mod:`spikelab.isolation`; 1: a child per recording)
+    per_child: int | None = None
 
     @classmethod
     def from_params(
@@ -274,6 +279,20 @@ class RecordingLimits:
                 size_mb = 0.0
             seconds = resources.runtime_min([size_mb]) * 60.0
         return Limits(memory_mb=memory_mb, seconds=seconds)
+
+    def per_child_for(self, pickle_loading: Mapping[str, Any] | None) -> int | None:
+        """Recordings per worker process: ``per_child`` when set, else 1 when the pickle
+        opt-ins (``trusted``, ``allow_globals``) let a source run code, which could leave state
+        behind for the later recordings of its worker, else no limit."""
+        if self.per_child is not None:
+            return self.per_child
+        return 1 if may_run_code(pickle_loading) else None
+
+
+def may_run_code(pickle_loading: Mapping[str, Any] | None) -> bool:
+    """True when the pickle opt-ins (``trusted``, ``allow_globals``) let a source run code."""
+    loading = pickle_loading or {}
+    return bool(loading.get("trusted") or loading.get("allow_globals"))
 
 
 #: What to do about a fault of the source's data (the default of a failure stub).
@@ -353,17 +372,22 @@ def for_each_recording(
     isolate: Callable[[ItemT], Limits] | None = None,
     encode: Callable[[ResultT], Any] = lambda value: value,
     decode: Callable[[Any], ResultT] = lambda value: value,
+    per_child: int | None = None,
+    warm_up: Callable[[], None] | None = None,
 ) -> list[ResultT]:
     """``[work(item) for item in items]``, where the fault of one recording does not stop the
     others.
 
     In-process (``isolate=None``), a data fault (:data:`DATA_FAULTS`) is the recording's
-    fault; any other exception is a bug of the job. With ``isolate``, each ``work(item)`` runs
-    in a forked child under the limits ``isolate(item)`` gives
-    (:func:`spikelab.isolation.run_isolated`; results cross as JSON through ``encode`` and
-    ``decode``), and whatever ends that child — any exception, a crash, running out of memory
-    or time — is the recording's fault, except an :func:`environment fault
-    <is_environment_fault>`, which fails the job (:class:`EnvironmentFault`).
+    fault; any other exception is a bug of the job. With ``isolate``, the items' work runs in a
+    forked worker process, ``work(item)`` under the limits ``isolate(item)`` gives
+    (:func:`spikelab.isolation.run_each_isolated`: a worker takes item after item, and a fresh
+    one takes over after a failure; ``per_child=1`` forks a child per item; results cross as
+    JSON through ``encode`` and ``decode``), and whatever ends the work of an item — any
+    exception, a crash, running out of memory or time — is the recording's fault, except an
+    :func:`environment fault <is_environment_fault>`, which fails the job
+    (:class:`EnvironmentFault`). ``warm_up()`` (the imports the work needs) runs in this process
+    before it forks any worker but the first.
 
     A faulty item's result is ``on_fault(item, fault, keep_going)``; ``keep_going`` is True
     under ``on_bad_recording="continue"`` (leave a record of the failure in place of the
@@ -381,43 +405,77 @@ def for_each_recording(
     isolated = isolate is not None and isolation.available()
     results: list[ResultT] = []
     faults: list[Fault] = []
-    for item in items:
-        isolation.phase(LOADING)
-        try:
-            if isolated:
-                result = isolation.run_isolated(
-                    lambda item=item: work(item),
-                    limits=isolate(item),
-                    encode=encode,
-                    decode=decode,
-                    is_environment=is_environment_fault,
-                    is_expected=lambda exc: isinstance(exc, DATA_FAULTS),
-                )
-            else:
+
+    def record(item: ItemT, fault: Fault) -> None:
+        faults.append(fault)
+        results.append(on_fault(item, fault, keep_going))
+
+    if not isolated:
+        for item in items:
+            isolation.phase(LOADING)
+            try:
                 result = work(item)
-        except isolation.ChildFailure as failure:
-            if failure.environment:
-                exc = EnvironmentFault(failure.describe())
-                exc.add_note(context(item))
-                raise exc from None
-            text = failure.describe()
-            fault = Fault(
-                item.recording, item.source, _fault_text(text, item), failure, text, failure.phase
-            )
-            faults.append(fault)
-            result = on_fault(item, fault, keep_going)
-        except DATA_FAULTS as exc:
-            if isinstance(exc, NOT_DATA_FAULTS):
+            except DATA_FAULTS as exc:
+                if isinstance(exc, NOT_DATA_FAULTS):
+                    exc.add_note(context(item))
+                    raise
+                text, phase = describe_error(exc), isolation.current_phase()
+                record(
+                    item,
+                    Fault(item.recording, item.source, _fault_text(text, item), exc, text, phase),
+                )
+                continue
+            except BaseException as exc:
                 exc.add_note(context(item))
                 raise
-            text, phase = describe_error(exc), isolation.current_phase()
-            fault = Fault(item.recording, item.source, _fault_text(text, item), exc, text, phase)
-            faults.append(fault)
-            result = on_fault(item, fault, keep_going)
-        except BaseException as exc:
-            exc.add_note(context(item))
-            raise
-        results.append(result)
+            results.append(result)
+    else:
+
+        def limits(index: int) -> Limits:
+            try:
+                return isolate(items[index])
+            except BaseException as exc:
+                exc.add_note(context(items[index]))
+                raise
+
+        isolation.phase(LOADING)
+        runs = isolation.run_each_isolated(
+            work,
+            items,
+            limits=limits,
+            encode=encode,
+            is_environment=is_environment_fault,
+            is_expected=lambda exc: isinstance(exc, DATA_FAULTS),
+            start_phase=LOADING,
+            per_child=per_child,
+            warm_up=warm_up,
+        )
+        with contextlib.closing(runs):
+            for index in range(len(items)):
+                item = items[index]
+                try:
+                    done, outcome = next(runs)
+                    assert done == index, (done, index)
+                    if isinstance(outcome, isolation.ChildFailure):
+                        if outcome.environment:
+                            exc = EnvironmentFault(outcome.describe())
+                            exc.add_note(context(item))
+                            raise exc from None
+                        text = outcome.describe()
+                        error = _fault_text(text, item)
+                        record(
+                            item,
+                            Fault(item.recording, item.source, error, outcome, text, outcome.phase),
+                        )
+                        continue
+                    result = decode(outcome)
+                except EnvironmentFault:
+                    raise
+                except BaseException as exc:
+                    if not getattr(exc, "__notes__", None):  # (limits' errors name their item)
+                        exc.add_note(context(item))
+                    raise
+                results.append(result)
     if finish is not None:
         finish(results)
     if faults and not keep_going:

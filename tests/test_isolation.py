@@ -1,5 +1,6 @@
-"""Per-recording isolation: a child per recording, and what ends it (a crash, a memory bomb, a
-hang, an exception) is that recording's fault while the rest of the batch goes on."""
+"""Per-recording isolation: a worker child per batch, and what ends a recording's work in it (a
+crash, a memory bomb, a hang, an exception) is that recording's fault while the rest of the
+batch goes on in a fresh worker."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import ctypes
 import logging
 import os
 import signal
+import struct
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,9 @@ from spikelab.jobs import (
     BatchError,
     EnvironmentFault,
     RecordingLimits,
+    for_each_recording,
     read_failure_stub,
+    setup_logging,
 )
 from spikelab.spikedata import SpikeData
 from spikelab.workflow.export import BatchExportError, ExportItem, export_batch
@@ -244,3 +250,261 @@ def test_limits_come_from_the_config_else_from_the_job_and_the_resource_model(tm
     assert small.memory_mb == 256  # never less than a recording needs to start
     assert RecordingLimits.from_params({"enabled": False}, 1000) is None
     assert RecordingLimits.from_params({"memory_mb": 5}, 1000) == RecordingLimits(5, None, 1000)
+
+
+# ------------------------------------------------------- a persistent worker per batch
+@dataclass(frozen=True)
+class _Rec:
+    recording: str
+    source: str
+
+
+_LEAK: list[bytearray] = []  # what the "leaky" work keeps (in the worker: its module copy)
+_SEEN: list[str] = []  # the items a worker did
+
+
+def _behave(item: _Rec) -> dict:
+    """Works on good items (returns the pid that did it); crashes, hangs, blows its memory,
+    leaks or misbehaves only where the worker already did other work, by the item's name."""
+    isolation.phase(EXPORTING)
+    name = item.recording
+    if name.startswith("crash"):
+        _segfault()
+    if name.startswith("hang"):
+        time.sleep(60)
+    if name.startswith("hog"):
+        bytearray(4 * 2**30)  # 4 GiB of address space
+    if name.startswith("leak"):  # keeps 250 MB of address space: more than half the limit
+        _LEAK.append(bytearray(250 * 2**20))
+    if name.startswith("grow"):  # keeps 150 MB and needs 200 MB more for a moment
+        _LEAK.append(bytearray(150 * 2**20))
+        bytearray(200 * 2**20)
+    if name.startswith("flaky"):  # a bug that shows only after other items in the process
+        logging.getLogger("spikelab.test").info("working on %s", name)
+        if _SEEN:
+            raise TypeError("state left by an earlier item")
+    with open(item.source, "a") as fh:  # one line per attempt
+        fh.write(f"{os.getpid()}\n")
+    _SEEN.append(name)
+    return {"recording": name, "pid": os.getpid()}
+
+
+def _batch(tmp_path, names, *, memory_mb=None, seconds=None, per_child=None):
+    items = [_Rec(name, str(tmp_path / f"{name}.attempts")) for name in names]
+    results = for_each_recording(
+        items,
+        _behave,
+        on_fault=lambda item, fault, keep_going: {"recording": item.recording, "error": fault},
+        context=lambda item: f"while working on {item.recording}",
+        failed="{bad} of {total}",
+        isolate=lambda item: Limits(memory_mb=memory_mb, seconds=seconds),
+        per_child=per_child,
+    )
+    return {r["recording"]: r for r in results}, {
+        item.recording: Path(item.source).read_text().split() if Path(item.source).exists() else []
+        for item in items
+    }
+
+
+def test_one_worker_takes_every_item_of_a_batch_in_turn(tmp_path):
+    results, attempts = _batch(tmp_path, ["a", "b", "c", "d", "e"], memory_mb=300, seconds=30)
+    pids = {r["pid"] for r in results.values()}
+    assert len(pids) == 1 and os.getpid() not in pids
+    assert all(len(a) == 1 for a in attempts.values())
+
+
+def test_per_child_1_forks_a_child_per_item(tmp_path):
+    results, _ = _batch(tmp_path, ["a", "b", "c"], per_child=1)
+    assert len({r["pid"] for r in results.values()}) == 3
+
+
+def test_a_crash_on_item_2_of_5_fails_it_and_a_fresh_worker_does_the_rest(tmp_path):
+    results, attempts = _batch(tmp_path, ["a", "crash", "c", "d", "e"], seconds=30)
+    error = results["crash"]["error"]
+    assert error.description == "crashed with SIGSEGV while exporting"
+    assert error.error == f"{tmp_path / 'crash.attempts'}: crashed with SIGSEGV while exporting"
+    assert [n for n, r in results.items() if "pid" in r] == ["a", "c", "d", "e"]
+    assert results["a"]["pid"] != results["c"]["pid"] == results["d"]["pid"] == results["e"]["pid"]
+
+
+def test_a_timeout_on_item_3_kills_the_worker_and_the_rest_goes_on(tmp_path):
+    t0 = time.monotonic()
+    results, attempts = _batch(tmp_path, ["a", "b", "hang", "d", "e"], seconds=1)
+    assert time.monotonic() - t0 < 10  # one time limit, not two: a timeout is not run again
+    assert results["hang"]["error"].description == "took longer than 1 s while exporting; stopped"
+    assert [n for n, r in results.items() if "pid" in r] == ["a", "b", "d", "e"]
+    assert results["b"]["pid"] != results["d"]["pid"] == results["e"]["pid"]
+
+
+def test_a_memory_blowup_on_item_1_fails_it_and_the_rest_goes_on(tmp_path):
+    rss = isolation.resident_mb()
+    results, _ = _batch(tmp_path, ["hog", "b", "c", "d", "e"], memory_mb=200, seconds=30)
+    assert results["hog"]["error"].description == (
+        "ran out of memory (limit of 200 MB) while exporting"
+    )
+    assert [n for n, r in results.items() if "pid" in r] == ["b", "c", "d", "e"]
+    assert len({r["pid"] for n, r in results.items() if "pid" in r}) == 1
+    assert isolation.resident_mb() < rss + 50
+
+
+def test_a_worker_that_grew_past_half_its_limit_is_replaced_between_items(tmp_path):
+    names = ["leak1", "leak2", "leak3", "leak4"]
+    results, attempts = _batch(tmp_path, names, memory_mb=400, seconds=30)
+    assert all("pid" in r for r in results.values())  # the 4th would need 1000 MB in one worker
+    assert len({r["pid"] for r in results.values()}) == 4  # each found its worker grown
+    assert all(len(a) == 1 for a in attempts.values())  # replaced before, not failed and rerun
+
+
+def test_a_good_item_that_a_grown_worker_cannot_hold_is_rerun_in_a_fresh_one(tmp_path):
+    # grow1 leaves 150 MB (under half of 400), grow2 then needs 150 + 150 + 200 > 400 MB
+    results, attempts = _batch(tmp_path, ["grow1", "grow2", "c"], memory_mb=400, seconds=30)
+    assert all("pid" in r for r in results.values())
+    assert results["grow1"]["pid"] != results["grow2"]["pid"] == results["c"]["pid"]
+    assert len(attempts["grow2"]) == 1  # only the fresh worker's attempt got to the end
+
+
+def test_a_failure_in_a_used_worker_is_judged_again_by_a_fresh_one_and_logged_once(tmp_path):
+    log_path = tmp_path / "job.log"
+    setup_logging(log_path)
+    try:
+        results, _ = _batch(tmp_path, ["a", "flaky", "c"], seconds=30)
+    finally:
+        logging.getLogger().handlers.clear()
+    assert all("pid" in r for r in results.values())
+    assert results["a"]["pid"] != results["flaky"]["pid"]
+    lines = log_path.read_text().splitlines()
+    assert [line.split(" ", 2)[2] for line in lines] == ["INFO working on flaky"]
+
+
+def test_each_item_logs_its_own_warnings_as_a_child_of_its_own_did(tmp_path):
+    def warns(item: _Rec) -> str:
+        warnings.warn(f"odd recording {item.recording[0]}", UserWarning, stacklevel=1)
+        return item.recording
+
+    log_path = tmp_path / "job.log"
+    setup_logging(log_path)
+    try:
+        with warnings.catch_warnings():
+            warnings.resetwarnings()
+            warnings.simplefilter("default")
+            logging.captureWarnings(False)  # pytest records warnings: log them instead
+            logging.captureWarnings(True)
+            for_each_recording(
+                [_Rec(n, n) for n in ("a1", "a2", "b1")],
+                warns,
+                on_fault=lambda item, fault, keep_going: None,
+                context=str,
+                failed="{bad} of {total}",
+                isolate=lambda item: Limits(seconds=30),
+            )
+    finally:
+        logging.captureWarnings(False)
+        logging.getLogger().handlers.clear()
+    shown = [line for line in log_path.read_text().splitlines() if "UserWarning: " in line]
+    assert [line.split("UserWarning: ")[1] for line in shown] == [
+        "odd recording a",
+        "odd recording a",  # the same warning again: a fresh child would have shown it too
+        "odd recording b",
+    ]
+
+
+def _distinct(seed: int) -> SpikeData:
+    rng = np.random.default_rng(seed)
+    train = [np.sort(rng.uniform(0.0, 5000.0, n)) for n in rng.integers(20, 200, 6)]
+    return SpikeData(train, length=5000.0, metadata={"fs_Hz": 20000.0, "seed": seed})
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "nwb", "kilosort", "pickle"])
+def test_no_output_of_a_worker_holds_anything_of_another_recording(tmp_path, fmt):
+    target = Target(fmt, fmt, {"style": "ragged"} if fmt == "hdf5" else {})
+    items = []
+    for seed in range(4):
+        source = tmp_path / "in" / f"r{seed}.pkl"
+        source.parent.mkdir(exist_ok=True)
+        export_to_pickle(_distinct(seed), source)
+        items.append(ExportItem(f"r{seed}", str(source), str(tmp_path / target.output(f"r{seed}"))))
+    limits = RecordingLimits(seconds=60)
+    results = export_batch(target.spec.writer(), target, items, default_fs_Hz=None, limits=limits)
+    logging.getLogger().handlers.clear()
+    assert all(r.ok for r in results)
+    verified = [VerifyItem(i.recording, i.source, i.output) for i in items]
+    doc = verify_batch(target, verified, str(tmp_path / "v.json"), batch="b", limits=limits)
+    assert [r["status"] for r in doc["results"]] == ["ok"] * 4
+    for i, item in enumerate(items):
+        out = Path(item.output)
+        files = [out] if out.is_file() else [p for p in out.rglob("*") if p.is_file()]
+        data = b"".join(p.read_bytes() for p in files)
+        for j, other in enumerate(items):
+            if j == i:
+                continue
+            sd = load_spikedata_from_pickle(other.source)
+            times = np.concatenate(sd.train)
+            for value in (*times, *(times / 1000.0)):
+                assert struct.pack("<d", value) not in data, (item.recording, other.recording)
+
+
+def test_code_that_a_pickle_may_run_gets_a_child_per_recording():
+    limits = RecordingLimits()
+    assert limits.per_child_for(None) is None
+    assert limits.per_child_for({"trusted": False, "allow_globals": []}) is None
+    assert limits.per_child_for({"trusted": True}) == 1
+    assert limits.per_child_for({"allow_globals": ["mypkg.MyClass"]}) == 1
+    assert RecordingLimits(per_child=5).per_child_for({"trusted": True}) == 5
+
+
+_WARM: list[bool] = []  # set by the warm-up, in the job's process (so in the workers after it)
+
+
+def _needs_warm_up(item: _Rec) -> int:
+    """Fails (by the item's name) unless the process was warmed up before the fork."""
+    if not _WARM:
+        if item.recording == "slow":
+            time.sleep(5)  # e.g. imports on a loaded machine
+        raise MemoryError  # e.g. the imports took the room
+    return os.getpid()
+
+
+def _warm_batch(names, work, calls):
+    def warm_up():
+        calls.append(1)
+        _WARM.append(True)
+
+    try:
+        return for_each_recording(
+            [_Rec(n, n) for n in names],
+            work,
+            on_fault=lambda item, fault, keep_going: fault.description,
+            context=str,
+            failed="{bad} of {total}",
+            isolate=lambda item: Limits(seconds=2),
+            warm_up=warm_up,
+        )
+    finally:
+        _WARM.clear()
+
+
+def test_the_first_worker_pays_its_own_imports_and_no_warm_up_is_run():
+    calls = []
+    pids = _warm_batch(["a", "b", "c"], lambda item: os.getpid(), calls)
+    assert calls == [] and len(set(pids)) == 1
+
+
+def test_the_job_warms_up_once_before_it_forks_a_second_worker():
+    calls = []
+    outcomes = _warm_batch(["a", "crash", "c", "crash2", "e"], _behave_without_files, calls)
+    assert calls == [1]
+    assert outcomes[1] == outcomes[3] == "crashed with SIGSEGV while loading"
+
+
+def _behave_without_files(item: _Rec) -> int:
+    if item.recording.startswith("crash"):
+        _segfault()
+    return os.getpid()
+
+
+@pytest.mark.parametrize("name", ["memory", "slow"])
+def test_a_failure_of_the_cold_first_worker_is_judged_again_by_a_warm_one(name):
+    calls = []
+    pids = _warm_batch([name, "b"], _needs_warm_up, calls)
+    assert calls == [1]
+    assert all(isinstance(pid, int) for pid in pids), pids

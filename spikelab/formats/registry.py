@@ -234,8 +234,8 @@ class Format:
         """Import what the writer and reader load lazily (h5py, pynwb...) by writing a
         one-spike recording with ``options`` to a temporary folder and reading it back.
 
-        Batch jobs call this once before forking a child per recording, so that no child
-        pays the imports. Any failure is ignored: the real recordings will report it.
+        Batch jobs call this before forking a worker after the first, so that fresh workers do
+        not pay the imports. Any failure is ignored: the real recordings will report it.
         """
         import tempfile
         import warnings

@@ -146,9 +146,6 @@ def draw_batch(
     """
     from spikelab.report.figures import draw_failure_figure, draw_recording_figure
 
-    if limits is not None and items:
-        _warm_up(draw_recording_figure)
-
     def draw(item: FigureItem) -> dict[str, Any]:
         t0 = time.perf_counter()
         sd = item.load(pickle_loading, default_fs_Hz)
@@ -197,11 +194,13 @@ def draw_batch(
         failed="{bad} of {total} recordings could not be read",
         error_type=FigureBatchError,
         isolate=None if limits is None else isolate,
+        per_child=None if limits is None else limits.per_child_for(pickle_loading),
+        warm_up=lambda: _warm_up(draw_recording_figure),  # for workers after the first
     )
 
 
 def _warm_up(draw: Any) -> None:
-    """Import matplotlib (and draw once) before forking a child per recording."""
+    """Import matplotlib (and draw once), so that the workers forked after it start with it."""
     import tempfile
 
     from spikelab.spikedata.spikedata import SpikeData

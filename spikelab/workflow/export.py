@@ -214,8 +214,8 @@ def export_batch(
     whether the recordings come from a sample sheet (which may give rates), for the messages
     about a missing rate. ``pickle_loading`` holds
     the opt-ins of ``load_spikedata_from_pickle`` (``trusted``, ``allow_globals``) for sources
-    the user trusts; default: the restricted loader. With ``limits``, each recording is
-    converted in its own child process under them (:func:`spikelab.jobs.for_each_recording`);
+    the user trusts; default: the restricted loader. With ``limits``, the recordings are
+    converted in a worker child process, each under them (:func:`spikelab.jobs.for_each_recording`);
     without, in this process. Returns one result per item.
     """
     if (pickle_loading or {}).get("trusted"):
@@ -224,8 +224,6 @@ def export_batch(
             "any code a pickle holds"
         )
     t_batch = time.perf_counter()
-    if limits is not None and items:
-        target.spec.warm_up(target.options)  # children start with the writer's imports done
 
     def isolate(item: ExportItem) -> Limits:
         return limits.for_source(item.source, target.spec.resources)
@@ -311,6 +309,8 @@ def export_batch(
         isolate=None if limits is None else isolate,
         encode=dataclasses.asdict,
         decode=lambda fields: ExportResult(**fields),
+        per_child=None if limits is None else limits.per_child_for(pickle_loading),
+        warm_up=lambda: target.spec.warm_up(target.options),  # for workers after the first
     )
 
 

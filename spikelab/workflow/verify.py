@@ -274,8 +274,6 @@ def _verify_items(
     """One result per item (see :func:`verify_recording`). A source that cannot be read gives
     an ``unreadable`` result; so does an output whose reading fails or, with ``limits``
     (each item verified in a child process), crashes or exceeds them."""
-    if limits is not None and items:
-        target.spec.warm_up(target.options)  # children start with the reader's imports done
 
     def verify(item: VerifyItem) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -303,6 +301,8 @@ def _verify_items(
         context=context,
         failed=f"{target.name}: {{bad}} of {{total}} sources could not be read",
         isolate=None if limits is None else isolate,
+        per_child=None if limits is None else limits.per_child_for(pickle_loading),
+        warm_up=lambda: target.spec.warm_up(target.options),  # for workers after the first
     )
 
 

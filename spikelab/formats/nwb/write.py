@@ -396,8 +396,8 @@ _shared_lock = threading.Lock()
 
 
 def _shared_writer() -> _SharedWriter:
-    """The process's :class:`_SharedWriter`, made on first use (~0.1 s; a batch job makes it in
-    its warm-up, before it forks a child per recording)."""
+    """The process's :class:`_SharedWriter`, made on first use (~0.1 s; in a batch job, by its
+    first worker, and by its warm-up before it forks another)."""
     global _shared
     with _shared_lock:
         if _shared is None:
