@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,7 @@ def plain_loop(pickles: list[Path], out: Path) -> tuple[float, int]:
     def check(sd, read, abs_tol=0.0, ulps=0):
         assert compare_spikedata(sd, read, abs_tol_ms=abs_tol, ulps=ulps).ok
 
+    warnings.simplefilter("ignore")  # e.g. the NWB session start, once per file
     t0, cpu0 = time.perf_counter(), time.process_time()
     files = 0
     nwb_ms, figure_ms = [], []
@@ -177,35 +179,6 @@ def snakemake_floor(
     (workdir / "empty").symlink_to(folder.resolve())
     formats = ",".join(f"f{i}" for i in range(files_per_recording))
     return snakemake(workdir, "-n", "--config", f"batch_size={batch_size}", f"formats={formats}")
-
-
-def complete_in_chunks(workdir: Path, chunk: int = 10) -> tuple[float, int]:
-    """Run the workflow in ``workdir`` to completion, ``chunk`` batches per Snakemake call
-    (every job of those batches named as a target), then whole; (seconds, Snakemake calls)."""
-    import yaml
-
-    sys.path.insert(0, str(REPO))
-    from spikelab.workflow.batches import plan_batches
-    from spikelab.workflow.inputs import discover_recordings
-    from spikelab.workflow.targets import targets_from_config
-
-    config = yaml.safe_load((workdir / "config.yaml").read_text())
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        batches = plan_batches(discover_recordings(config["inputs"]), config["batch_size"])
-    finally:
-        os.chdir(cwd)
-    rules = [t.rule_name for t in targets_from_config(config)]
-    t0 = time.perf_counter()
-    calls = 0
-    for i in range(0, len(batches), chunk):
-        keys = [b.key for b in batches[i : i + chunk]]
-        jobs = [f"export_{r}__{k}" for k in keys for r in rules]
-        snakemake(workdir, *jobs, *(f"report_figures__{k}" for k in keys))
-        calls += 1
-    snakemake(workdir)
-    return time.perf_counter() - t0, calls + 1
 
 
 def set_inputs(workdir: Path, folder: str, **extra) -> None:
