@@ -247,3 +247,42 @@ def test_a_foreign_hdf5_file_converts_with_its_dataset_names_from_the_sheet(tmp_
     assert [r["status"] for r in rows] == ["ok"] * 5
     sd = load_spikedata_from_pickle(wf / "results/pickle/lab.pkl")
     assert [t.tolist() for t in sd.train] == [[100.0, 2000.0], [500.0, 1250.0], [3500.0]]
+
+
+@pytest.mark.slow
+def test_bad_inputs_of_every_kind_get_failure_records_and_the_rest_converts(tmp_path):
+    """An NWB file that is not HDF5, an HDF5 file with an external link, and a Phy folder
+    whose params.py is code: each fails alone, with a failure record naming it and the fault;
+    the pickle beside them converts and verifies; the check names each bad input."""
+    import h5py
+
+    wf = copy_workflow(tmp_path / "wf", example=False)
+    inputs = wf / "inputs"
+    inputs.mkdir()
+    (inputs / "good.pkl").write_bytes((DATA / "small.pkl").read_bytes())
+    (inputs / "garbage.nwb").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 200)
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as f:
+        f["spike_times"] = np.arange(3.0)
+    with h5py.File(inputs / "linked.h5", "w") as f:
+        f.attrs["spikelab_style"] = "ragged"
+        f["spike_times"] = h5py.ExternalLink(str(secret), "spike_times")
+        f["spike_times_index"] = np.array([3])
+    phy = inputs / "sorted"
+    write_kilosort_folder(phy)
+    (phy / "params.py").write_text("import os\nsample_rate = float(os.getpid())\n")
+    config = yaml.safe_load((wf / "config.yaml").read_text())
+    config["inputs"] = {"directory": "inputs", "glob": None, "sample_sheet": None}
+    (wf / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = run_snakemake(wf, "--cores", "2")
+    assert proc.returncode != 0
+    rows = {(r["recording"], r["target"]): r for r in read_summary(wf / "results/summary.tsv")}
+    assert {r["status"] for (name, _), r in rows.items() if name == "good"} == {"ok"}
+    faults = {"garbage": "garbage.nwb", "linked": "external link", "sorted": "sample_rate"}
+    for name, fault in faults.items():
+        for target in ("nwb", "pickle", "hdf5/ragged", "hdf5/raster", "kilosort"):
+            row = rows[name, target]
+            assert row["status"] == "export_failed", row
+            assert fault in row["message"], row["message"]
+    check = (wf / "logs" / "check.log").read_text()
+    assert all(f"inputs/{f}" in check for f in ("garbage.nwb", "linked.h5", "sorted"))
