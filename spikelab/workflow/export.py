@@ -200,15 +200,16 @@ def export_batch(
     pickle_loading: Mapping[str, Any] | None = None,
     limits: RecordingLimits | None = None,
     sample_sheet: bool = False,
-    verify: Callable[[ExportItem, Any], dict[str, Any]] | None = None,
+    verify: Callable[[ExportItem, Any, bool], dict[str, Any]] | None = None,
     on_verify_fault: Callable[[ExportItem, Fault], dict[str, Any]] | None = None,
 ) -> list[ExportResult]:
     """Convert every item with ``exporter(sd, output, **kwargs)``; see the module docstring.
 
     With ``verify``, each output is then verified at once, in the same process (or child),
-    with the source already read: ``verify(item, sd)`` gives its result (``ExportResult.verify``);
-    a fault while verifying (a crash or limit in the child) gives ``on_verify_fault(item,
-    fault)`` and keeps the output.
+    with the source already read: ``verify(item, sd, copied)`` gives its result
+    (``ExportResult.verify``; ``copied``: the output is a copy of its input); a fault while
+    verifying (a crash or limit in the child) gives ``on_verify_fault(item, fault)`` and
+    keeps the output.
 
     ``default_fs_Hz`` (Hz) is the config's fallback sampling rate; ``sample_sheet`` says
     whether the recordings come from a sample sheet (which may give rates), for the messages
@@ -255,7 +256,7 @@ def export_batch(
             f" at fs_Hz={fs:g} ({fs_source})" if target.uses_fs and fs is not None else "",
             f": {COPIED_NOTE}" if copied else "",
         )
-        checked = None if verify is None else verify(item, sd)
+        checked = None if verify is None else verify(item, sd, copied)
         return ExportResult(item.recording, item.output, True, size, seconds, verify=checked)
 
     def failed(item: ExportItem, fault: Fault, keep_going: bool) -> ExportResult:
@@ -373,13 +374,14 @@ def run_export_job(
                 item.read_options,
             )
 
-        def check(item: ExportItem, sd: Any) -> dict[str, Any]:
+        def check(item: ExportItem, sd: Any, copied: bool) -> dict[str, Any]:
             return verifying.verify_written(
                 tgt,
                 as_verify_item(item),
                 sd,
                 default_fs_Hz=default_fs_Hz,
                 pickle_loading=pickle_loading,
+                copied=copied,
             )
 
         def check_failed(item: ExportItem, fault: Fault) -> dict[str, Any]:

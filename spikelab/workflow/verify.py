@@ -210,10 +210,12 @@ def verify_written(
     default_fs_Hz: float | None,
     pickle_loading: Mapping[str, Any] | None,
     t0: float | None = None,
+    copied: bool | None = None,
 ) -> dict[str, Any]:
     """Read ``item``'s output back with its format's reader and compare it with ``src``, the
     source as read (times in ms); the JSON-ready result (status ok, unreadable or mismatch).
-    A fault of the reader (a data fault) is an ``unreadable`` result."""
+    A fault of the reader (a data fault) is an ``unreadable`` result. ``copied`` says whether
+    the output is a copy of its input (None: find out)."""
     t0 = time.perf_counter() if t0 is None else t0
     result = _empty_result(target, item)
     result["output_bytes"] = output_size(item.output)
@@ -246,7 +248,7 @@ def verify_written(
     )
     if not cmp.ok:
         result.update(status="mismatch", ok=False, message="; ".join(cmp.problems))
-    elif item.same_as(target):
+    elif item.same_as(target) if copied is None else copied:
         result["message"] = COPIED_NOTE
     result["seconds"] = round(time.perf_counter() - t0, 6)
     return result
