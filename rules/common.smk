@@ -63,10 +63,11 @@ def source_inputs(batch):
     return [sources_list(batch.key)]
 
 
-def local_sources(batch):
-    """The batch's input paths for the jobs (a folder for a KiloSort/Phy input), or None
-    when some are on S3: the jobs then read Snakemake's local copies (its inputs)."""
-    return None if any(is_s3_url(p) for p in batch.paths) else batch.paths
+def from_sources_list(batch):
+    """True when the batch's jobs read their sources from the batch's list (local inputs),
+    False when their inputs are the sources themselves (on S3, Snakemake's local copies).
+    """
+    return not any(is_s3_url(p) for p in batch.paths)
 
 
 def export_outputs(target, batch):

@@ -7,21 +7,24 @@
 
 
 for batch in BATCHES:
+    if from_sources_list(batch):  # on S3 the jobs declare the sources themselves
 
-    rule:
-        name:
-            f"sources__{batch.key}"
-        input:
-            input_files(batch),
-        output:
-            sources_list(batch.key),
-        log:
-            f"logs/sources/{batch.key}.log",
-        localrule: True
-        conda:
-            CONDA_ENV
-        script:
-            "../scripts/sources.py"
+        rule:
+            name:
+                f"sources__{batch.key}"
+            input:
+                input_files(batch),
+            output:
+                sources_list(batch.key),
+            log:
+                f"logs/sources/{batch.key}.log",
+            localrule: True
+            conda:
+                CONDA_ENV
+            params:
+                sources=[[r.name, r.path] for r in batch.recordings],
+            script:
+                "../scripts/sources.py"
 
 
 for target in TARGETS:
@@ -52,7 +55,7 @@ for target in TARGETS:
             params:
                 target=target.as_params(),
                 recordings=recordings_param(target, batch),
-                sources=local_sources(batch),
+                sources_list=from_sources_list(batch),
                 fs_Hz=fs_param(target, batch),
                 sample_sheet=sample_sheet_param(target),
                 pickle_loading=pickle_loading_param(),

@@ -31,7 +31,7 @@ for batch in BATCHES:
             runtime=runtime_for(FIGURE_RESOURCES, batch),
         params:
             recordings=report_recordings_param(batch),
-            sources=local_sources(batch),
+            sources_list=from_sources_list(batch),
             fs_Hz=config["fs_Hz"] if reads_fs(batch) else None,
             batch=batch.key,
             on_bad_recording=config["on_bad_recording"],

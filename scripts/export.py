@@ -1,11 +1,12 @@
 """Snakemake script: convert one batch of recordings with the writer of the rule's format and
 verify each output against its source."""
 
+from spikelab.workflow.batches import job_sources
 from spikelab.workflow.export import run_export_job
 
 run_export_job(
     target=snakemake.params.target,
-    sources=snakemake.params.sources or snakemake.input.sources,
+    sources=job_sources(snakemake.input.sources, from_list=snakemake.params.sources_list),
     outputs=snakemake.output.files,
     recordings=snakemake.params.recordings,
     default_fs_Hz=snakemake.params.fs_Hz,

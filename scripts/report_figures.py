@@ -1,10 +1,11 @@
 """Snakemake script: draw the overview figure of every recording of one batch."""
 
 from spikelab.report.jobs import run_figures_job
+from spikelab.workflow.batches import job_sources
 
 run_figures_job(
     recordings=snakemake.params.recordings,
-    sources=snakemake.params.sources or snakemake.input.sources,
+    sources=job_sources(snakemake.input.sources, from_list=snakemake.params.sources_list),
     figures=snakemake.output.figures,
     stats_json=snakemake.output.stats,
     batch=snakemake.params.batch,

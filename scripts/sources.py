@@ -1,5 +1,5 @@
-"""Snakemake script: list a batch's input files (the one input of the batch's jobs)."""
+"""Snakemake script: list a batch's recordings and input paths (the one input of its jobs)."""
 
 from spikelab.workflow.batches import write_sources_list
 
-write_sources_list(snakemake.input, snakemake.output[0])
+write_sources_list(snakemake.params.sources, snakemake.output[0])

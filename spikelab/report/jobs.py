@@ -109,14 +109,16 @@ def figure_params(
     sheet_fs_Hz: float | None = None,
     source_format: str | None = None,
     read_options: Iterable[tuple[str, Any]] = (),
-) -> dict[str, Any]:
+) -> dict[str, Any] | str:
     """The per-recording params of a figure job: the name and, for the title, the sample
     sheet's ``session_start_time`` (ISO 8601) or None; for an input other than a pickle, its
-    format, reader options and the sheet's rate (Hz), when given."""
-    params = {
-        "recording": name,
-        "session_start_time": dict(sheet_options).get("session_start_time"),
-    }
+    format, reader options and the sheet's rate (Hz), when given. The name alone when there
+    is nothing else (small job records, see
+    :meth:`~spikelab.workflow.export.RecordingParams.as_params`)."""
+    start = dict(sheet_options).get("session_start_time")
+    if start is None and source_format is None and sheet_fs_Hz is None and not read_options:
+        return name
+    params = {"recording": name, "session_start_time": start}
     if source_format is not None:
         params["source_format"] = source_format
     if sheet_fs_Hz is not None:
@@ -369,18 +371,20 @@ def run_figures_job(
         raise ValueError(
             f"{len(recordings)} recordings, {len(sources)} sources and {len(figures)} figures"
         )
-    items = [
-        FigureItem(
-            str(rec["recording"]),
-            str(src),
-            str(fig),
-            rec.get("session_start_time"),
-            rec.get("sheet_fs_Hz"),
-            rec.get("source_format"),
-            tuple(sorted((rec.get("read_options") or {}).items())),
+    items = []
+    for rec, src, fig in zip(recordings, sources, figures, strict=True):
+        rec = {"recording": rec} if isinstance(rec, str) else rec  # a name alone
+        items.append(
+            FigureItem(
+                str(rec["recording"]),
+                str(src),
+                str(fig),
+                rec.get("session_start_time"),
+                rec.get("sheet_fs_Hz"),
+                rec.get("source_format"),
+                tuple(sorted((rec.get("read_options") or {}).items())),
+            )
         )
-        for rec, src, fig in zip(recordings, sources, figures, strict=True)
-    ]
     limits = RecordingLimits.from_params(isolation, mem_mb)
     rows = draw_batch(
         items,

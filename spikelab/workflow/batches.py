@@ -25,7 +25,14 @@ from dataclasses import dataclass
 
 from spikelab.workflow.inputs import Recording
 
-__all__ = ["Batch", "plan_batches", "batch_key", "write_sources_list"]
+__all__ = [
+    "Batch",
+    "plan_batches",
+    "batch_key",
+    "write_sources_list",
+    "read_sources_list",
+    "job_sources",
+]
 
 
 @dataclass(frozen=True)
@@ -99,19 +106,40 @@ def plan_batches(
     return batches
 
 
-def write_sources_list(files: Sequence[str], out: str) -> None:
-    """Write ``out`` (atomically), a TSV of a batch's input files and their sizes (bytes).
+def write_sources_list(sources: Sequence[Sequence[str]], out: str) -> None:
+    """Write ``out`` (atomically): a TSV of a batch's recordings, their input paths (a file or
+    a KiloSort/Phy folder) and sizes (bytes), in batch order.
 
     The jobs of a batch depend on this one file instead of each declaring every input file of
-    the batch: a changed input re-writes it, which re-runs them. Snakemake then tracks each
-    input once per batch, not once per job (at 10 000 recordings, 60 000 declared inputs fewer
-    and no checksum of 100 inputs per output when a job finishes).
+    the batch, and read their sources from it instead of from their params: a changed input
+    re-writes it, which re-runs them. Snakemake then tracks each input once per batch, not once
+    per job (at 10 000 recordings, 60 000 declared inputs fewer, no checksum of 100 inputs per
+    output when a job finishes, and job records without the batch's paths).
     """
-    import os
     from pathlib import Path
 
     from spikelab.formats.atomic import atomic_file
+    from spikelab.jobs import output_size
 
-    lines = ["path\tbytes"] + [f"{f}\t{os.path.getsize(f)}" for f in files]
+    lines = ["recording\tpath\tbytes"]
+    for name, path in sources:
+        if "\t" in path or "\n" in path:
+            raise ValueError(f"{path!r}: a source path with a tab or newline cannot be listed")
+        lines.append(f"{name}\t{path}\t{output_size(path)}")
     with atomic_file(out) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def read_sources_list(path: str) -> list[str]:
+    """The input paths listed by :func:`write_sources_list` in ``path``, in batch order."""
+    with open(path, encoding="utf-8") as fh:
+        rows = [line.rstrip("\n").split("\t") for line in fh]
+    if not rows or rows[0] != ["recording", "path", "bytes"] or any(len(r) != 3 for r in rows):
+        raise ValueError(f"{path}: not a list of sources (recording, path, bytes)")
+    return [r[1] for r in rows[1:]]
+
+
+def job_sources(inputs: Sequence[str], *, from_list: bool) -> list[str]:
+    """A batch job's source paths: read from its one input, the batch's list of sources
+    (``from_list``), or its inputs themselves (local copies of sources on S3)."""
+    return read_sources_list(str(inputs[0])) if from_list else [str(p) for p in inputs]

@@ -123,9 +123,14 @@ class RecordingParams:
             "sheet_fs_Hz": recording.fs_Hz if recording.reads_fs else None,
         }
 
-    def as_params(self) -> dict[str, Any]:
-        """A plain mapping for Snakemake ``params:`` (read back by :meth:`from_mapping`); the
-        source keys only when set, so that pickle inputs keep the params they always had."""
+    def as_params(self) -> dict[str, Any] | str:
+        """A plain value for Snakemake ``params:`` (read back by :meth:`from_mapping`): the
+        name alone when nothing else is set (Snakemake stores a job's params with each of its
+        outputs, so 100 short names instead of 100 mappings keep its records small), else a
+        mapping, the source keys only when set (pickle inputs keep the params they had)."""
+        if not (self.sheet_fs_Hz is not None or self.sheet_options or self.source_format):
+            if not self.read_options:
+                return self.recording
         params = {
             "recording": self.recording,
             "sheet_fs_Hz": self.sheet_fs_Hz,
@@ -138,7 +143,9 @@ class RecordingParams:
         return params
 
     @classmethod
-    def from_mapping(cls, params: Mapping[str, Any]) -> RecordingParams:
+    def from_mapping(cls, params: Mapping[str, Any] | str) -> RecordingParams:
+        if isinstance(params, str):  # a name alone (see as_params)
+            return cls(params)
         known = {"recording", "sheet_fs_Hz", "sheet_options", "source_format", "read_options"}
         unknown = set(params) - known
         if unknown or "recording" not in params:
