@@ -10,10 +10,12 @@ bin width for a raster; the format's registry entry says which), ``start_time`` 
      "results": [{"recording": "small", "status": "ok", "ok": true, "n_units": 8, ...}, ...]}
 
 ``status`` is ``ok``, ``mismatch`` (read back but different), ``unreadable`` (the loader
-refused the file) or ``export_failed`` (a failure record from the export step). A verify job
-fails only on errors of its own (a bug, a missing library); bad recordings are reported in
-the JSON and make the final ``check`` fail, so one bad file never hides the results of the
-others in its batch.
+refused the file) or ``export_failed`` (a failure record from the export step). The workflow's
+export job verifies each output right after writing it (:func:`verify_written`, called by
+:func:`spikelab.workflow.export.run_export_job`) and writes the batch's JSON
+(:func:`write_verify_json`); :func:`verify_batch` does the same for outputs already written. Bad
+recordings are reported in the JSON and make the final ``check`` fail, so one bad file never
+hides the results of the others in its batch.
 """
 
 from __future__ import annotations
@@ -47,10 +49,8 @@ from spikelab.jobs import (
     for_each_recording,
     output_size,
     read_failure_stub,
-    setup_logging,
 )
 from spikelab.spikedata.spikedata import SpikeData
-from spikelab.workflow.export import RecordingParams
 from spikelab.workflow.inputs import resolve_fs_Hz
 from spikelab.workflow.targets import Target
 
@@ -64,7 +64,6 @@ __all__ = [
     "stub_result",
     "fault_result",
     "write_verify_json",
-    "run_verify_job",
 ]
 
 log = logging.getLogger("spikelab.workflow")
@@ -374,39 +373,3 @@ def write_verify_json(
         Path(tmp).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     log.info("wrote %s (%d bytes)", out_json, Path(out_json).stat().st_size)
     return doc
-
-
-def run_verify_job(
-    *,
-    target: Mapping[str, Any],
-    sources: Sequence[str],
-    outputs: Sequence[str],
-    recordings: Sequence[Mapping[str, Any]],
-    default_fs_Hz: float | None,
-    batch: str,
-    out_json: str,
-    log_path: str | None,
-    pickle_loading: Mapping[str, Any] | None = None,
-    isolation: Mapping[str, Any] | None = None,
-    mem_mb: float | None = None,
-) -> dict[str, Any]:
-    """Entry point of ``scripts/verify.py``; ``recordings``, ``isolation`` and ``mem_mb`` as
-    for the export job (one mapping per source, see
-    :class:`~spikelab.workflow.export.RecordingParams`)."""
-    setup_logging(log_path)
-    tgt = Target.from_params(target)
-    items = []
-    for params, src, out in zip(recordings, sources, outputs, strict=True):
-        rec = RecordingParams.from_mapping(params)
-        items.append(
-            VerifyItem(rec.recording, str(src), str(out), rec.sheet_fs_Hz, **rec.source_kwargs())
-        )
-    return verify_batch(
-        tgt,
-        items,
-        out_json,
-        batch=batch,
-        default_fs_Hz=default_fs_Hz,
-        pickle_loading=pickle_loading,
-        limits=RecordingLimits.from_params(isolation, mem_mb),
-    )
