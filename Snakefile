@@ -1,5 +1,6 @@
-# Convert SpikeData pickles to HDF5, NWB, KiloSort/Phy and pickle, verify every output, and
-# tabulate the results. See README.md; options in config.yaml.
+# Convert recordings (SpikeData pickles, NWB and HDF5 files, KiloSort/Phy folders) to HDF5, NWB,
+# KiloSort/Phy and pickle, verify every output against its input, and tabulate the results.
+# See README.md; options in config.yaml.
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
