@@ -7,6 +7,7 @@ from snakemake.logging import logger
 from snakemake.utils import min_version
 
 from spikelab.workflow import WorkflowConfigError
+from spikelab.workflow.check_report import install_check_report
 from spikelab.workflow.config_check import check_config
 
 min_version("9.0")
@@ -25,6 +26,11 @@ except WorkflowConfigError as exc:
 if workflow.is_main_process:  # not again in each job of a cluster run
     for warning in CONFIG_WARNINGS:
         logger.warning(warning)
+
+# When the check fails, its report (one line per bad recording) is what the terminal shows,
+# in place of Snakemake's exception and error block for the check job.
+CHECK_LOG = "logs/check.log"
+install_check_report(logger, CHECK_LOG)
 
 
 include: "rules/common.smk"

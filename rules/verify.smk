@@ -28,14 +28,12 @@ rule check:
     output:
         VERIFIED,
     log:
-        "logs/check.log",
+        CHECK_LOG,
     localrule: True
     conda:
         CONDA_ENV
     params:
         declared=declared_outputs_param(),
-        # Snakemake prints the log of a failed job itself with show-failed-logs
-        show_failed_logs=workflow.output_settings.show_failed_logs,
     script:
         "../scripts/check.py"
 

@@ -8,5 +8,4 @@ run_check_job(
     snakemake.output[0],
     snakemake.log[0],
     declared=snakemake.params.declared,
-    show_failed_logs=snakemake.params.show_failed_logs,
 )

@@ -312,7 +312,7 @@ def test_a_corrupt_input_leaves_the_others_converted_and_verified(workflow_dir):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     # one line on the terminal names the bad file, its fault and where the details are: the
-    # check's log, which Snakemake shows for the failed check (show-failed-logs); the jobs
+    # check's report, shown in place of Snakemake's error block for the failed check; the jobs
     # print nothing of it
     batch = batch_key([*RECORDINGS, "bad"])
     line = (
@@ -322,6 +322,8 @@ def test_a_corrupt_input_leaves_the_others_converted_and_verified(workflow_dir):
     )
     assert _own_lines(out, "bad") == [line], out[-3000:]
     assert not [ln for ln in out.splitlines() if ln.startswith("ERROR")]
+    for noise in ("Error in rule", "CalledProcessError", "RuleException", "message: None"):
+        assert noise not in out, out[-3000:]
     check_log = (workflow_dir / "logs" / "check.log").read_text()
     assert check_log == (
         "5 of 20 outputs failed, from 1 of 4 recordings (every row: results/summary.tsv):\n"
@@ -338,13 +340,16 @@ def test_a_corrupt_input_leaves_the_others_converted_and_verified(workflow_dir):
     assert {status[r, t] for r in RECORDINGS for t in TARGETS} == {"ok"}  # same batch as bad
     assert {status["bad", t] for t in TARGETS} == {"export_failed"}
     assert not (workflow_dir / "results" / "verified.ok").exists()
-    # nothing is redone until the source changes; the check fails again, quickly, and without
-    # show-failed-logs prints the same lines itself
+    # nothing is redone until the source changes; the check fails again, quickly, with the
+    # same report, also without the profile's show-failed-logs and with --quiet rules
     assert planned_jobs(workflow_dir) == Counter({"check": 1, "all": 1})
-    proc = smk(workflow_dir, "--workflow-profile", "none", "--cores", "1", check=False)
+    proc = smk(
+        workflow_dir, "--workflow-profile", "none", "--cores", "1", "--quiet", "rules", check=False
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Logfile logs/check.log" not in out
     assert _own_lines(out, "bad") == [line]
+    assert "Error in rule" not in out and "CalledProcessError" not in out
     # remove the bad file: the rest verifies, and its failure records are stale outputs
     (workflow_dir / "example" / "recordings" / "bad.pkl").unlink()
     proc = smk(workflow_dir)

@@ -224,7 +224,6 @@ def run_check_job(
     log_path: str | None,
     *,
     declared: Mapping[str, Any] | None = None,
-    show_failed_logs: bool = False,
     results_dir: str = RESULTS,
 ) -> int:
     """Entry point of ``scripts/check.py``: check the summary and list stale outputs.
@@ -233,8 +232,10 @@ def run_check_job(
     (:func:`failure_report`), and one naming what in ``results_dir`` belongs to no current
     recording or target (``declared``: the rules' ``declared`` param, see
     :func:`spikelab.workflow.stale.declared_from_params`). When an output is not ok, the job
-    exits with status 1; Snakemake then prints the log when ``show_failed_logs``, else the
-    report goes to stderr. When all are ok, only the stale line (if any) goes to stderr.
+    exits with status 1, or, without ``log_path``, prints the report to stderr first; with a
+    log, the Snakefile shows it in place of Snakemake's error block
+    (:mod:`spikelab.workflow.check_report`). When all are ok, only the stale line (if any) goes
+    to stderr.
     """
     from spikelab.workflow.stale import declared_from_params, find_stale, stale_line
 
@@ -258,7 +259,7 @@ def run_check_job(
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         Path(log_path).write_text("\n".join(lines) + "\n", encoding="utf-8")
     if failed:
-        if not show_failed_logs or log_path is None:
+        if log_path is None:
             print("\n".join(lines), file=sys.stderr)
         raise SystemExit(1)
     if stale:
