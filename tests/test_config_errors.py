@@ -184,11 +184,7 @@ def test_null_given_as_text_is_null_where_null_is_allowed(word):
         nwb={"experimenter": word, "sex": word},
         hdf5={"r": {"style": "raster", "raster_bin_size_ms": "1", "raster_dtype": word}},
     )
-    with pytest.raises(WorkflowConfigError) as err:  # "1" stays a text: only nulls change
-        check_config(config, SCHEMA)
-    assert str(err.value).splitlines()[1:] == [
-        "  hdf5.r.raster_bin_size_ms: '1' is not a number > 0 or null"
-    ]
+    check_config(config, SCHEMA)
     assert config["inputs"] == {
         "directory": "in",
         "glob": None,
@@ -198,6 +194,37 @@ def test_null_given_as_text_is_null_where_null_is_allowed(word):
     assert config["fs_Hz"] is None
     assert config["nwb"]["experimenter"] is None and config["nwb"]["sex"] is None
     assert config["hdf5"]["r"]["raster_dtype"] is None
+
+
+def test_numbers_and_booleans_given_as_text_are_read_where_no_text_is_allowed():
+    config = config_with(
+        batch_size="250",
+        fs_Hz="2e4",
+        isolation={"enabled": "false", "memory_mb": "500", "seconds": "12.5"},
+        trusted_pickles="False",
+        hdf5={"r": {"style": "raster", "raster_bin_size_ms": "1", "raster_compression_opts": "9"}},
+        pickle={"protocol": "4"},
+    )
+    check_config(config, SCHEMA)
+    assert config["batch_size"] == 250 and type(config["batch_size"]) is int
+    assert config["fs_Hz"] == 20000.0
+    assert config["isolation"] == {"enabled": False, "memory_mb": 500, "seconds": 12.5}
+    assert config["trusted_pickles"] is False
+    assert config["hdf5"]["r"]["raster_bin_size_ms"] == 1.0
+    assert config["hdf5"]["r"]["raster_compression_opts"] == 9
+    assert config["pickle"]["protocol"] == 4
+
+
+def test_text_stays_text_where_text_is_allowed_and_non_numbers_are_reported():
+    config = config_with(nwb={"subject_id": "007", "lab": "true"})
+    check_config(config, SCHEMA)
+    assert config["nwb"]["subject_id"] == "007" and config["nwb"]["lab"] == "true"
+    seen = problems(config_with(batch_size="2.5", fs_Hz="nan", isolation={"enabled": "yes"}))
+    assert sorted(seen[1:]) == [
+        "  batch_size: '2.5' is not an integer >= 1",
+        "  fs_Hz: 'nan' is not a number > 0 or null",
+        "  isolation.enabled: 'yes' is not true or false",
+    ]
 
 
 def test_null_as_text_stays_text_where_null_is_not_allowed():
@@ -386,6 +413,17 @@ def test_null_from_the_command_line_means_null(wf_copy):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "Job stats" in out
+
+
+def test_numbers_inside_a_command_line_mapping_are_numbers(wf_copy):
+    proc = dry_run(
+        wf_copy,
+        "isolation={enabled: false, memory_mb: 500, seconds: 30}",
+        "hdf5={raster: {style: raster, raster_bin_size_ms: 2.5}}",
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Job stats" in out and "is not" not in out
 
 
 def test_two_inputs_from_the_command_line_show_the_values_seen(wf_copy):

@@ -6,16 +6,19 @@ config after it.
 Like ``snakemake.utils.validate(config, schema, set_default=True)``, the check fills in the
 schema's defaults, in place, at every level (a missing block gets its default, then the
 defaults of the keys inside it, e.g. of every ``hdf5`` entry). Before that, a string ``null``,
-``None`` or ``~`` where the schema allows null becomes null: ``--config`` parses the
-values inside a mapping (``inputs='{glob: null}'``) and every top-level value that is not a
-number or a boolean (``fs_Hz=null``) as strings.
+``None`` or ``~`` where the schema allows null becomes null, and a string ``500``, ``1e3`` or
+``true`` where the schema wants a number or a boolean and no text becomes one: ``--config``
+parses the values inside a mapping (``inputs='{glob: null}'``, ``isolation='{memory_mb: 500}'``)
+and every top-level value that is not a number or a boolean (``fs_Hz=null``) as strings.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
+import re
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -26,6 +29,11 @@ __all__ = ["NULL_WORDS", "load_schema", "check_config"]
 
 #: Strings read as null where the schema allows null (YAML's null words, and Python's).
 NULL_WORDS = frozenset({"null", "Null", "NULL", "~", "None"})
+#: Strings read as true / false where the schema wants a boolean and no text (YAML's, Python's).
+TRUE_WORDS = frozenset({"true", "True", "TRUE"})
+FALSE_WORDS = frozenset({"false", "False", "FALSE"})
+_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+_INTEGER = re.compile(r"[-+]?\d+")
 #: Longest value shown in a message (characters of its repr).
 MAX_SHOWN = 60
 
@@ -61,7 +69,7 @@ def check_config(
 
     if not isinstance(schema, Mapping):
         schema = load_schema(schema)
-    _nulls_from_strings(config, schema, schema)
+    _scalars_from_strings(config, schema, schema)
     as_written = copy.deepcopy(dict(config))
     validator = _with_defaults(Draft202012Validator)(schema)
     problems = _problems(validator.iter_errors(config), schema)
@@ -132,18 +140,54 @@ def _schema_at(root: Mapping[str, Any], path: Iterable[Any]) -> dict[str, Any]:
     return schema
 
 
-def _allows_null(root: Mapping[str, Any], schema: Mapping[str, Any]) -> bool:
+def _types(root: Mapping[str, Any], schema: Mapping[str, Any]) -> set[str]:
+    """The JSON types ``schema`` accepts (an enum's by its values; alternatives together)."""
     if "enum" in schema:
-        return None in schema["enum"]
+        return {_json_type(v) for v in schema["enum"]}
     alternatives = schema.get("oneOf") or schema.get("anyOf")
     if alternatives:
-        return any(_allows_null(root, _resolve(root, s)) for s in alternatives)
+        return set().union(*(_types(root, _resolve(root, s)) for s in alternatives))
     types = schema.get("type")
-    return types is not None and "null" in ([types] if isinstance(types, str) else types)
+    if types is None:
+        return set()
+    return {types} if isinstance(types, str) else set(types)
 
 
-def _nulls_from_strings(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> None:
-    """Replace, in place, every string in :data:`NULL_WORDS` where the schema allows null."""
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return "string" if isinstance(value, str) else "object"
+
+
+def _scalar_from_string(text: str, types: set[str]) -> Any:
+    """``text`` as the null, boolean or number the schema wants there, else ``text``.
+
+    Only where the schema takes no text: ``--config`` passes the values inside a mapping
+    (``isolation='{memory_mb: 500}'``) as strings."""
+    if "null" in types and text in NULL_WORDS:
+        return None
+    if "string" in types:
+        return text
+    if "boolean" in types and text in TRUE_WORDS | FALSE_WORDS:
+        return text in TRUE_WORDS
+    if types & {"integer", "number"} and _NUMBER.fullmatch(text.strip()):
+        number = float(text)
+        if "integer" in types and number.is_integer() and _INTEGER.fullmatch(text.strip()):
+            return int(text)
+        if "number" in types and math.isfinite(number):
+            return number
+    return text
+
+
+def _scalars_from_strings(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> None:
+    """Replace, in place, every string that stands for the null, boolean or number the schema
+    wants at its place (:func:`_scalar_from_string`)."""
     if isinstance(value, MutableMapping):
         keys: Iterable[Any] = list(value)
     elif isinstance(value, list):
@@ -153,10 +197,10 @@ def _nulls_from_strings(value: Any, schema: Mapping[str, Any], root: Mapping[str
     for key in keys:
         child = _child(root, schema, key)
         item = value[key]
-        if isinstance(item, str) and item in NULL_WORDS and _allows_null(root, child):
-            value[key] = None
+        if isinstance(item, str):
+            value[key] = _scalar_from_string(item, _types(root, child))
         else:
-            _nulls_from_strings(item, child, root)
+            _scalars_from_strings(item, child, root)
 
 
 # ----------------------------------------------------------------------------- messages
