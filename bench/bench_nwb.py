@@ -13,7 +13,15 @@ electrode rows; ``--pickle`` for another) again and again in one process, after 
   template. Same NWBFile, same checks and identifier as ours: only the write differs.
 - ``write, spikelab``: the exporter as it is (see ``spikelab.formats.nwb.write._SharedWriter``).
 - ``read, pynwb`` / ``read, h5py``: ``load_spikedata_from_nwb(prefer_pynwb=True/False)`` of the
-  file (both include the whole-file safety check).
+  file (both include the whole-file safety check that every untrusted file gets). ``read, h5py``
+  is how the export job verified each NWB output before it told the reader the file is its own.
+- ``read, h5py, own output``: the export job's verification now (``prefer_pynwb=False`` with
+  ``own_output``, the identity the writer recorded: the whole-file check is skipped for the
+  file this process has just written, see ``spikelab.workflow.verify.verify_written``).
+
+The last lines add up the export job's NWB work per recording, write and verification
+read-back: before (our write, read with the whole-file check) and now (our write, read as our
+own output).
 
 The variants alternate in rounds of ``--files`` files; each line shows the median over
 ``--rounds`` rounds of the wall and CPU ms per file (a shared machine slows all of them alike,
@@ -74,11 +82,12 @@ def _isolated(export: Callable[[object, Path], None]) -> Callable[[object, Path]
     return run
 
 
-def _reader(prefer_pynwb: bool) -> Callable[[object, Path], None]:
+def _reader(prefer_pynwb: bool, own: object = None) -> Callable[[object, Path], None]:
+    """Read the file; with ``own`` (the WrittenFile its writer recorded) as our own output."""
     from spikelab.formats.nwb import load_spikedata_from_nwb
 
     def read(_sd, path: Path) -> None:
-        load_spikedata_from_nwb(path, prefer_pynwb=prefer_pynwb)
+        load_spikedata_from_nwb(path, prefer_pynwb=prefer_pynwb, own_output=own)
 
     return read
 
@@ -162,6 +171,7 @@ def main() -> None:
         variants["write, spikelab, isolated"] = _isolated(_writer(plain=False))
     variants["read, pynwb"] = _reader(prefer_pynwb=True)
     variants["read, h5py"] = _reader(prefer_pynwb=False)
+    variants["read, h5py, own output"] = None  # once the file is written (below)
 
     with tempfile.TemporaryDirectory(prefix="spikelab-bench-nwb-") as tmp:
         root = Path(tmp)
@@ -174,6 +184,16 @@ def main() -> None:
         nwb_write._shared_writer()  # the TypeMap copy and the specification template
         t2 = time.perf_counter()
         _writer(plain=False)(sd, root / "first.nwb")
+        from spikelab.formats.atomic import written_file
+        from spikelab.formats.strict_hdf5 import StrictH5
+
+        own = written_file(root / "first.nwb")  # kept: the record holds the last 256 files
+        assert own is not None and own.matches(os.stat(root / "first.nwb"))
+        variants["read, h5py, own output"] = _reader(prefer_pynwb=False, own=own)
+        checks = StrictH5.check_whole_file
+        StrictH5.check_whole_file = None  # must not run for our own output
+        variants["read, h5py, own output"](sd, root / "first.nwb")
+        StrictH5.check_whole_file = checks
         once = f"import pynwb {(t1 - t0) * 1e3:.0f} ms, shared writer {(t2 - t1) * 1e3:.0f} ms"
         # Writers write to their own names; readers read the file ours wrote.
         paths = {
@@ -208,6 +228,14 @@ def main() -> None:
             base = "write, pynwb default" + (", isolated" if name.endswith("isolated") else "")
             ratio = f"{wall / medians[base][0]:.2f}, {cpu / max(medians[base][1], 1e-9):.2f}"
         print(f"{name:<32} {wall:>7.1f} {cpu:>7.1f}   {ratio}")
+    write = medians["write, spikelab"]
+    print("export job's NWB per recording (write + verification read-back):")
+    for label, read in (
+        ("before (read, h5py)", "read, h5py"),
+        ("now (read, h5py, own output)", "read, h5py, own output"),
+    ):
+        wall, cpu = write[0] + medians[read][0], write[1] + medians[read][1]
+        print(f"  {label:<30} {wall:>7.1f} {cpu:>7.1f}")
     sys.stdout.flush()
 
 

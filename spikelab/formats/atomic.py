@@ -3,6 +3,11 @@
 A writer works on a temporary name beside the output (``.<name>.pid<pid>.<random>.tmp``) and
 renames it into place on success; temporaries of writers that were killed (their pid is gone)
 are removed by the next write of the same output.
+
+A writer may ask :func:`atomic_file` to remember what it put in place (``record=True``): the
+file's identity (device, inode, size, modification time), kept in this process only, for a
+reader in the same process to tell whether the file it opened is still exactly that output
+(:func:`written_file`, :meth:`WrittenFile.matches`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from spikelab.formats.errors import OutputInTheWayError
@@ -24,6 +32,8 @@ __all__ = [
     "remove_stale_temporaries",
     "abandoned_temporary",
     "write_errors",
+    "WrittenFile",
+    "written_file",
 ]
 
 
@@ -94,23 +104,84 @@ def _tmp_name(final: Path) -> Path:
     return Path(name)
 
 
+@dataclass(frozen=True)
+class WrittenFile:
+    """The identity of a file an atomic writer of this process put in place (``record=True``):
+    its absolute path, device, inode, size and modification time (ns) when it was renamed
+    into place. A file replaced since (a new inode) or written to (a new size or time) no
+    longer :meth:`matches`. (A change in place that keeps the size, made within the file
+    system's timestamp granularity of the write, would go unseen: only someone with write
+    access to the outputs could make it, and they can change any output anyway.)"""
+
+    path: str
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    def matches(self, st: os.stat_result) -> bool:
+        """Whether ``st`` (``os.fstat`` of an open file) is this very file, unchanged."""
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (
+            self.device,
+            self.inode,
+            self.size,
+            self.mtime_ns,
+        )
+
+
+#: The files this process's writers recorded (``atomic_file(record=True)``), newest last.
+_written: OrderedDict[str, WrittenFile] = OrderedDict()
+_written_lock = threading.Lock()
+_WRITTEN_KEPT = 256
+
+
+def _record_written(tmp: Path, final: Path) -> None:
+    st = os.stat(tmp)  # before the rename, which keeps inode, size and modification time
+    key = os.path.abspath(final)
+    entry = WrittenFile(key, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    with _written_lock:
+        _written.pop(key, None)
+        _written[key] = entry
+        while len(_written) > _WRITTEN_KEPT:
+            _written.popitem(last=False)
+
+
+def _forget_written(final: Path) -> None:
+    with _written_lock:
+        _written.pop(os.path.abspath(final), None)
+
+
+def written_file(filepath: str | os.PathLike) -> WrittenFile | None:
+    """The identity of the last file that a writer of this process put at ``filepath`` with
+    ``atomic_file(..., record=True)`` (one of the last 256 recorded), else None. Says nothing
+    of the file there now: compare with :meth:`WrittenFile.matches`."""
+    with _written_lock:
+        return _written.get(os.path.abspath(filepath))
+
+
 @contextlib.contextmanager
-def atomic_file(filepath: str | os.PathLike) -> Iterator[Path]:
+def atomic_file(filepath: str | os.PathLike, *, record: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``filepath``; rename it over ``filepath`` on success.
 
     On any exception the temporary file is removed and an existing ``filepath`` is untouched.
-    Parent directories are created.
+    Parent directories are created. ``record``: remember the identity of the file put in
+    place, for :func:`written_file` (only writers whose content is their own ask for it; a
+    copy of an input never does).
     """
     final = Path(filepath)
     if final.is_dir():
         raise OutputInTheWayError(f"{final}: a directory is in the way of the output file")
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final)
+    _forget_written(final)  # whatever is there from now on is not a recorded output
     tmp = _tmp_name(final)
     try:
         yield tmp
+        if record:
+            _record_written(tmp, final)
         os.replace(tmp, final)
     except BaseException:
+        _forget_written(final)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise

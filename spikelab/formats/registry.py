@@ -196,6 +196,13 @@ class Format:
         ``allow_globals``), used by formats that unpickle."""
         return pick(options, self.reader_keys)
 
+    def own_output_kwargs(self, written: Any) -> dict[str, Any]:
+        """Extra keyword arguments of the reader for reading back an output that this process
+        has just written itself (``written``: the identity its writer recorded, a
+        :class:`~spikelab.formats.atomic.WrittenFile`); for readers that check untrusted
+        files more than their own outputs need. None by default."""
+        return {}
+
     # --------------------------------------------------------------- as an input
     def is_input_folder(self, path: str) -> bool:
         """True when the folder ``path`` holds an input of this (folder) format."""

@@ -77,7 +77,7 @@ def open_hdf5(
             first = (str(exc).splitlines() or [""])[0][:300]
             raise LoadError(f"{source}: {not_hdf5} ({first})") from None
         with f:
-            yield StrictH5(f, source, size)
+            yield StrictH5(f, source, size, os.fstat(fd))
 
 
 def _text(name: Any) -> str:
@@ -144,10 +144,24 @@ def _read_attribute(aid) -> Any:
 
 
 class StrictH5:
-    """Checked access to an open h5py File ``f`` of ``size`` bytes, named ``source`` in errors."""
+    """Checked access to an open h5py File ``f`` of ``size`` bytes, named ``source`` in errors;
+    ``stat``: ``os.fstat`` of the very file opened (what :meth:`is_written` compares)."""
 
-    def __init__(self, f, source: str, size: int) -> None:
-        self.f, self.source, self.size = f, source, size
+    def __init__(self, f, source: str, size: int, stat: os.stat_result | None = None) -> None:
+        self.f, self.source, self.size, self.stat = f, source, size, stat
+
+    def is_written(self, written) -> bool:
+        """Whether the open file is exactly ``written`` (a
+        :class:`~spikelab.formats.atomic.WrittenFile`: a file this process's writer put in
+        place, unchanged since: same device, inode, size and modification time). Anything
+        else, a None ``written`` included, is False."""
+        from spikelab.formats.atomic import WrittenFile
+
+        return (
+            isinstance(written, WrittenFile)
+            and self.stat is not None
+            and written.matches(self.stat)
+        )
 
     # ------------------------------------------------------------------------ links
     def node(self, name: str, base=None, _depth: int = 0):

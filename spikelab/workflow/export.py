@@ -389,6 +389,7 @@ def run_export_job(
                 default_fs_Hz=default_fs_Hz,
                 pickle_loading=pickle_loading,
                 copied=copied,
+                fresh=not copied,  # written just now by this process (see export_batch)
             )
 
         def check_failed(item: ExportItem, fault: Fault) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from spikelab import isolation
-from spikelab.formats.atomic import atomic_file
+from spikelab.formats.atomic import atomic_file, written_file
 from spikelab.jobs import (
     COMPARING,
     COPIED_NOTE,
@@ -210,11 +210,18 @@ def verify_written(
     pickle_loading: Mapping[str, Any] | None,
     t0: float | None = None,
     copied: bool | None = None,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Read ``item``'s output back with its format's reader and compare it with ``src``, the
     source as read (times in ms); the JSON-ready result (status ok, unreadable or mismatch).
     A fault of the reader (a data fault) is an ``unreadable`` result. ``copied`` says whether
-    the output is a copy of its input (None: find out)."""
+    the output is a copy of its input (None: find out).
+
+    ``fresh``: the caller says that this process has just written the output with the
+    format's writer (never a copy of the input: ``copied`` must be False). The reader then
+    gets the identity the writer recorded (:func:`~spikelab.formats.atomic.written_file`) and
+    skips the checks that only untrusted files need if, and only if, the file it opens is that
+    very file, unchanged (an NWB file: its whole-file check). Default: every check."""
     t0 = time.perf_counter() if t0 is None else t0
     result = _empty_result(target, item)
     result["output_bytes"] = output_size(item.output)
@@ -227,6 +234,9 @@ def verify_written(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             kwargs = target.loader_kwargs(fs, pickle_loading=pickle_loading)
+            written = written_file(item.output) if fresh and copied is False else None
+            if written is not None:
+                kwargs.update(target.spec.own_output_kwargs(written))
             read = target.spec.reader()(item.output, **kwargs)
         for w in caught:
             log.warning("%s: %s: %s", item.recording, w.category.__name__, w.message)

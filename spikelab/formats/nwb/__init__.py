@@ -76,6 +76,11 @@ class NWBFormat(Format):
         about a fifth of the time."""
         return {**super().reader_kwargs(options, fs_Hz), "prefer_pynwb": False}
 
+    def own_output_kwargs(self, written):
+        """The reader skips its whole-file check when the file it opens is exactly
+        ``written`` (see ``load_spikedata_from_nwb``'s ``own_output``)."""
+        return {"own_output": written}
+
     input_suffixes = (".nwb",)
     input_keys = ("spike_times_dataset", "spike_times_index_dataset", "group")
 

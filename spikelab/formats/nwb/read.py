@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from spikelab.formats.atomic import WrittenFile
 from spikelab.formats.errors import LoadError, spikedata_or_load_error
 from spikelab.formats.files import check_unit_count, loader_boundary
 from spikelab.formats.nwb.layout import (
@@ -381,6 +382,7 @@ def load_spikedata_from_nwb(
     spike_times_dataset: str = DEFAULT_SPIKE_TIMES_DATASET,
     spike_times_index_dataset: str = DEFAULT_SPIKE_TIMES_INDEX_DATASET,
     group: str = DEFAULT_GROUP,
+    own_output: WrittenFile | None = None,
 ) -> SpikeData:
     """Read SpikeData (times in ms) from an NWB file or SpikeLab's plain HDF5 layout.
 
@@ -392,6 +394,11 @@ def load_spikedata_from_nwb(
     start_time_ms : recording start (ms) overriding the stored one (the spike times stay).
     spike_times_dataset, spike_times_index_dataset, group : names of the plain HDF5 layout;
         non-default names read that layout with h5py (spike times in s, cumulative end index).
+    own_output : for the caller that has just written ``filepath`` itself in this process (the
+        workflow's read-back of its own output): the identity its writer recorded
+        (:func:`spikelab.formats.atomic.written_file`). When the file opened is exactly that
+        file, unchanged, the whole-file check below is skipped (the datasets read are still
+        checked one by one); otherwise, and by default, the file gets the full check.
 
     Files without SpikeLab's state (other NWB writers) give start_time/length from
     ``obs_intervals`` (else the spikes), metadata from the NWBFile fields and ``fs_Hz`` =
@@ -410,6 +417,11 @@ def load_spikedata_from_nwb(
     source = os.fspath(filepath)
     if not isinstance(prefer_pynwb, bool):
         raise LoadError(f"{source}: prefer_pynwb must be True or False, got {prefer_pynwb!r}")
+    if own_output is not None and not isinstance(own_output, WrittenFile):
+        raise LoadError(
+            f"{source}: own_output must be a WrittenFile (spikelab.formats.atomic.written_file) "
+            f"or None, got {type(own_output).__name__}"
+        )
     default = check_names(
         spike_times_dataset, spike_times_index_dataset, group, LoadError, str(source)
     )
@@ -429,7 +441,8 @@ def load_spikedata_from_nwb(
             )
         except FileNotFoundError:  # removed meanwhile
             raise LoadError(f"{source}: no such file") from None
-        h5.check_whole_file()  # pynwb reads every object: all are checked first
+        if not h5.is_written(own_output):  # a file of ours as written needs no scan
+            h5.check_whole_file()  # pynwb reads every object: all are checked first
         if default and "nwb_version" in h5.f.attrs:
             parts = (_read_nwb_pynwb if prefer_pynwb else _read_nwb_h5py)(h5)
         else:

@@ -559,7 +559,7 @@ def export_spikedata_to_nwb(
             stacklevel=2,
         )
         state = spikelab_state(sd, fs, 0.0)
-        with atomic_file(target) as tmp, write_errors(target):
+        with atomic_file(target, record=True) as tmp, write_errors(target):
             write_plain(
                 tmp,
                 group,
@@ -624,5 +624,5 @@ def export_spikedata_to_nwb(
         h5.attrs["length_ms"] = float(sd.length)
 
     # An open h5py.File: pynwb would warn that the temporary name does not end in .nwb.
-    with atomic_file(target) as tmp, write_errors(target), h5py.File(tmp, "w") as h5:
+    with atomic_file(target, record=True) as tmp, write_errors(target), h5py.File(tmp, "w") as h5:
         _write_nwbfile(h5, nwbfile, fill)
