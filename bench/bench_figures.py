@@ -6,9 +6,13 @@ Usage::
         [--small 100] [--repeats 3] [--small-only]
 
 Small recordings first: ms per figure before issue #16 (``figures_before.py``: a new figure per
-recording, ``savefig``) and now (one figure per process, layouts and glyphs kept, a quick PNG
-writer), side by side in this run, alternating, median of ``--repeats`` passes over ``--small``
-distinct recordings (CPU and wall time of the drawing and writing, recordings already loaded):
+recording, ``savefig``), after its first round (one figure per process, layouts and glyphs
+kept, a quick PNG writer: the code of now with ``agg.LEARN_LAYOUT``, ``agg.BLEND_TEXT`` and
+``figures.QUICK_DRAW`` off) and now (text laid out from learnt pairs, black text blended by
+table, spines replayed, unchanged limits not set again), side by side in this run,
+alternating, median of ``--repeats`` passes over ``--small`` distinct recordings (CPU and wall
+time of the drawing and writing, recordings already loaded; matplotlib's cache of text sizes is
+emptied before each pass, as every recording of a job is new):
 
 - 8 units, ~1400 spikes, 10 s, as the example "small": every recording with the same layout
   (the target: <= 10 ms);
@@ -87,8 +91,20 @@ def small_recording(seed: int, n_units: int = 8, rate_Hz: float = 17.5, seconds:
     return SpikeData(train, length=length)
 
 
+def _round1(on: bool) -> None:
+    """Turn what issue #16's second round added off (``on=False``: the first round's drawing,
+    the same pixels) or on."""
+    from spikelab.report import agg, figures
+
+    agg.LEARN_LAYOUT = agg.BLEND_TEXT = figures.QUICK_DRAW = not on
+
+
 def _pass(draw, recordings, out: Path) -> tuple[float, float]:
     """(CPU ms, wall ms) per figure of drawing every recording once with ``draw``."""
+    import matplotlib.text
+
+    for metrics in matplotlib.text._get_text_metrics_function.__defaults__[0].values():
+        metrics.cache_clear()  # each recording's titles are new to the job drawing it
     cpu, wall = time.process_time(), time.perf_counter()
     for name, sd in recordings:
         draw(sd, name, out / f"{name}.png")
@@ -96,27 +112,32 @@ def _pass(draw, recordings, out: Path) -> tuple[float, float]:
     return (time.process_time() - cpu) * 1e3 / n, (time.perf_counter() - wall) * 1e3 / n
 
 
-def _row(label: str, before: list, after: list) -> None:
-    b_cpu, b_wall = (statistics.median(v) for v in zip(*before, strict=True))
-    a_cpu, a_wall = (statistics.median(v) for v in zip(*after, strict=True))
-    print(
-        f"{label:<44}{b_cpu:>9.1f}{b_wall:>9.1f}{a_cpu:>9.1f}{a_wall:>9.1f}{b_cpu / a_cpu:>8.1f}",
-        flush=True,
-    )
+def _row(label: str, *sides: list) -> None:
+    cells = [[statistics.median(v) for v in zip(*side, strict=True)] for side in sides]
+    text = "".join(f"{cpu:>9.1f}{wall:>9.1f}" for cpu, wall in cells)
+    print(f"{label:<36}{text}{cells[1][0] / cells[2][0]:>8.2f}", flush=True)
 
 
 def bench_small(n: int, repeats: int, tmp: Path) -> None:
-    """Before/after ms per small figure, side by side (see the module's docstring)."""
+    """Before/round 1/now ms per small figure, side by side (see the module's docstring)."""
     import logging
 
     from figures_before import draw_recording_figure as before
 
     from spikelab.formats.pickle_io import load_spikedata_from_pickle
     from spikelab.jobs import RecordingLimits
-    from spikelab.report import figures
+    from spikelab.report import agg, figures
     from spikelab.report.jobs import FigureItem, draw_batch
 
     after = figures.draw_recording_figure
+
+    def round1(*args, **kwargs):
+        _round1(True)
+        try:
+            return after(*args, **kwargs)
+        finally:
+            _round1(False)
+
     logging.disable(logging.CRITICAL)
     same = [(f"small{i:03d}", small_recording(seed=i)) for i in range(n)]
     mixed_paths = make_small_recordings(tmp / "mixed", n, seed=11)
@@ -124,48 +145,46 @@ def bench_small(n: int, repeats: int, tmp: Path) -> None:
     spikes = statistics.median(sd.n_spikes for _, sd in same)
     print(
         f"{n} small recordings per case (8 units: median {spikes:.0f} spikes), ms per figure, "
-        f"median of {repeats} alternating passes; {os.cpu_count()} cores"
+        f"median of {repeats} alternating passes; {os.cpu_count()} cores, load "
+        f"{os.getloadavg()[0]:.1f}"
     )
-    header = (
-        f"{'case':<44}{'before':>9}{'':>9}{'now':>9}{'':>9}{'ratio':>8}\n"
-        f"{'':<44}{'CPU':>9}{'wall':>9}{'CPU':>9}{'wall':>9}{'CPU':>8}"
+    print(
+        f"{'case':<36}{'before #16':>18}{'round 1':>18}{'now':>18}{'CPU':>8}\n"
+        f"{'':<36}{'CPU':>9}{'wall':>9}{'CPU':>9}{'wall':>9}{'CPU':>9}{'wall':>9}{'r1/now':>8}"
     )
-    print(header)
-    print("-" * 88)
+    print("-" * 98)
     out = tmp / "png"
     out.mkdir()
-    _pass(before, same[:3], out), _pass(after, same[:3], out)  # imports, first figure
-    runs: dict[str, tuple[list, list]] = {k: ([], []) for k in ("same", "first", "again")}
+    for draw in (before, round1, after):  # imports, first figure, pairs learnt
+        _pass(draw, same[:3], out)
+    cases = {"same": same, "first": mixed, "again": mixed}
+    runs = {k: ([], [], []) for k in cases}
     for _ in range(repeats):
-        runs["same"][0].append(_pass(before, same, out))
-        runs["same"][1].append(_pass(after, same, out))
-        runs["first"][0].append(_pass(before, mixed, out))
-        figures._OVERVIEWS.clear()  # a fresh process's state: no layout kept
-        runs["first"][1].append(_pass(after, mixed, out))
-        runs["again"][0].append(_pass(before, mixed, out))
-        runs["again"][1].append(_pass(after, mixed, out))
+        for case, recordings in cases.items():
+            for side, draw in zip(runs[case], (before, round1, after), strict=True):
+                if case == "first":  # a fresh process's state: no layout kept or learnt
+                    figures._OVERVIEWS.clear()
+                    agg._layouts.clear()
+                side.append(_pass(draw, recordings, out))
     _row("8 units, 10 s (one layout)", *runs["same"])
     _row("8-50 units, 10 s, first pass", *runs["first"])
     _row("8-50 units, 10 s, layouts kept", *runs["again"])
 
     items = [FigureItem(p.stem, str(p), str(tmp / "job" / f"{p.stem}.png")) for p in mixed_paths]
     limits = RecordingLimits(job_mem_mb=2000)
-    job: tuple[list, list] = ([], [])
+    job: tuple[list, list, list] = ([], [], [])
     for _ in range(repeats):
-        for side, draw in zip(job, (before, after), strict=True):
+        for side, draw in zip(job, (before, round1, after), strict=True):
             figures.draw_recording_figure = draw  # what draw_batch imports when it runs
             try:
                 t0 = time.perf_counter()
                 rows = draw_batch(items, limits=limits)
-                side.append((float("nan"), (time.perf_counter() - t0) * 1e3 / len(items)))
+                side.append((time.perf_counter() - t0) * 1e3 / len(items))
             finally:
                 figures.draw_recording_figure = after
-            assert all(r["status"] == "ok" for r in rows)
-    b_wall, a_wall = (statistics.median(w for _, w in side) for side in job)
-    print(
-        f"{'figure job, 8-50 units, child per recording':<44}{'':>9}{b_wall:>9.1f}{'':>9}"
-        f"{a_wall:>9.1f}{'':>8}  (wall; loading included)"
-    )
+            assert all(r["status"] == "ok" for r in rows), rows[:3]
+    walls = "".join(f"{'':>9}{statistics.median(side):>9.1f}" for side in job)
+    print(f"{'figure job, 8-50 units':<36}{walls}  (wall; loading, a worker)")
 
 
 def main() -> None:

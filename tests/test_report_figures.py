@@ -400,3 +400,78 @@ def test_png_writer_round_trips_every_pixel(tmp_path, monkeypatch, deflate):
     np.testing.assert_array_equal(png_pixels(tmp_path / "p.png"), rgba)
     with pytest.raises(ValueError, match="rows x columns x 4 uint8"):
         png_bytes(rgba[..., :3])
+
+
+# ------------------------------------------------------------- text from learnt layouts
+def _random_text(rng, n: int) -> str:
+    # Printable ASCII (learnt), with ligatures ("fi", "ffl": laid out by matplotlib) and
+    # characters outside ASCII (the same).
+    pieces = [chr(c) for c in range(32, 127)] + ["fi", "ffl", "fl", "\u00e9", "\u00b5s"]
+    return "".join(pieces[i] for i in rng.integers(0, len(pieces), n))
+
+
+def test_learnt_text_layout_measures_as_matplotlib():
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    from spikelab.report.agg import GlyphCachingRenderer
+
+    rng = np.random.default_rng(0)
+    for dpi in (72, 100, 150):
+        ours, stock = GlyphCachingRenderer(10, 10, dpi), RendererAgg(10, 10, dpi)
+        for size in (7, 9, 11):
+            for weight in ("normal", "bold"):
+                prop = FontProperties(size=size, weight=weight)
+                for _ in range(60):
+                    s = _random_text(rng, int(rng.integers(1, 40)))
+                    assert ours.get_text_width_height_descent(s, prop, False) == (
+                        stock.get_text_width_height_descent(s, prop, False)
+                    ), s
+
+
+def test_learnt_text_layout_and_blended_text_draw_matplotlibs_pixels():
+    """Text drawn from learnt pairs and blended by table equals Agg's drawing of it, on white,
+    grey, noisy and coloured pixels, upright or not, black or not, inside the canvas or not."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    from spikelab.report.agg import GlyphCachingRenderer
+
+    rng = np.random.default_rng(1)
+    ours, stock = GlyphCachingRenderer(500, 60, 100), RendererAgg(500, 60, 100)
+    for trial in range(300):
+        prop = FontProperties(size=float(rng.choice([7, 9, 11, 30])))
+        s = _random_text(rng, int(rng.integers(1, 40)))
+        x, y = rng.uniform(-5, 20), rng.uniform(-5, 60)
+        angle = float(rng.choice([0, 0, 0, 90, 30]))
+        color = [(0, 0, 0, 1), (0, 0, 0, 1), (0.2, 0, 0, 1), (0, 0, 0, 0.5)][trial % 4]
+        base = np.full((60, 500, 4), 255, np.uint8)
+        background = trial // 4 % 4
+        if background == 1:
+            base[..., :3] = rng.integers(0, 256)
+        elif background == 2:
+            base[..., :3] = rng.integers(0, 256, (60, 500, 1))
+        elif background == 3:
+            base[..., 0] = 100
+        for renderer in (ours, stock):
+            np.copyto(np.asarray(renderer.buffer_rgba()), base)
+            gc = renderer.new_gc()
+            gc.set_foreground(color)
+            renderer.draw_text(gc, x, y, s, prop, angle)
+        np.testing.assert_array_equal(
+            np.asarray(ours.buffer_rgba()), np.asarray(stock.buffer_rgba()), err_msg=repr(s)
+        )
+
+
+def test_the_first_rounds_drawing_gives_the_same_figure(tmp_path, monkeypatch):
+    """bench_figures.py times the drawing before issue #16's second round by turning its
+    additions off: the figure must be the same."""
+    from spikelab.report import agg, figures
+
+    sd = random_recording(23, 2500, 10_000.0, seed=12)
+    draw_recording_figure(sd, "r", tmp_path / "now.png")
+    for name in ("LEARN_LAYOUT", "BLEND_TEXT"):
+        monkeypatch.setattr(agg, name, False)
+    monkeypatch.setattr(figures, "QUICK_DRAW", False)
+    draw_recording_figure(sd, "r", tmp_path / "round1.png")
+    assert (tmp_path / "round1.png").read_bytes() == (tmp_path / "now.png").read_bytes()

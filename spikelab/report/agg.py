@@ -1,5 +1,6 @@
 """Drawing many figures quickly with matplotlib's Agg renderer: a canvas whose renderer keeps
-the glyph bitmaps it has rendered, and a quick PNG writer (ISA-L's deflate where installed).
+the glyph bitmaps it has rendered and lays out text from what it has learnt, and a quick PNG
+writer (ISA-L's deflate where installed).
 
 matplotlib 3.11 renders every glyph of every text with FreeType each time the text is drawn
 (about 50 us a glyph, most of a small figure's drawing time). :class:`GlyphCachingCanvas`
@@ -9,18 +10,41 @@ within its pixel (1/64 px). A glyph moved by whole pixels is the same bitmap mov
 figure's pixels are exactly those of the stock renderer. Where matplotlib draws text another
 way (before 3.11), the renderer is the stock one.
 
+Laying text out costs as much again: matplotlib 3.11 shapes every string with libraqm and
+HarfBuzz, which load each glyph with FreeType's hinting (about 30 us a character), once to
+measure the string and once to draw it, and a report figure's titles are new strings each time
+(names and counts). For the fonts matplotlib ships (DejaVu), printable ASCII text is laid out
+glyph after glyph: each glyph sits where the one before it sits plus an offset that depends on
+the pair of characters alone (the first's hinted advance and the pair's kerning, in FreeType's
+1/64 px), and the string's width is its last glyph's position plus that glyph's advance, its
+height and descent those of the glyphs' boxes. The renderer learns each pair's offset from the
+strings it lays out with matplotlib (a string with a pair not seen yet is laid out by
+matplotlib, as before) and never one that HarfBuzz joined into a ligature ("fi", "ffl"): a
+string holding such a pair is always laid out by matplotlib. The positions, widths, heights
+and descents are those matplotlib computes, to the 1/64 px (``tests/test_report_figures.py``
+compares them on many strings).
+
+Opaque black text over opaque grey (a title on the figure's white) is blended glyph after glyph
+by a table of what Agg makes of each grey under each coverage, read from Agg itself, instead
+of one ``draw_text_image`` call per glyph; anything else is drawn by Agg as before.
+
 Importing this module imports matplotlib: import it inside the functions that draw.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import struct
+import threading
 import zlib
+from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hinting_flag
+from matplotlib.font_manager import fontManager, get_font
 from matplotlib.ft2font import FT2Font
 
 try:  # ISA-L's deflate: zlib's format, ~10x faster than zlib at the same size for figures
@@ -36,19 +60,214 @@ MAX_GLYPHS = 20_000
 
 _glyphs: dict[tuple, tuple[np.ndarray, int, int]] = {}
 
+#: Whether text is laid out from what was learnt (False: by matplotlib, for comparisons).
+LEARN_LAYOUT = True
+
+#: Whether opaque black text over grey is blended by table (False: glyph by glyph by Agg).
+BLEND_TEXT = True
+
+#: Fonts, sizes and resolutions whose text layout is learnt, each with at most MAX_PAIRS
+#: character pairs (the learnt layouts are emptied when full).
+MAX_LAYOUTS = 64
+MAX_PAIRS = 20_000
+
+#: The fonts whose layout is learnt: those matplotlib ships (DejaVu, no contextual forms
+#: beyond the ligatures the pairs are checked for).
+_SHIPPED_FONTS = str(Path(matplotlib.get_data_path(), "fonts")) + "/"
+
+
+class _Layout:
+    """What is learnt of one font at one size and resolution: the offset (1/64 px) of each
+    pair of characters seen, and each character's glyph, advance and vertical extent."""
+
+    def __init__(self, font: Any, size: float, dpi: float, flags: Any):
+        self.font, self.size, self.dpi, self.flags = font, size, dpi, flags
+        self.pairs: dict[str, int] = {}
+        self.joined: set[str] = set()  # pairs laid out as one glyph (ligatures), or odd
+        self.chars: dict[str, tuple[int, int, int, int]] = {}  # glyph, advance, ymin, ymax
+
+    def learn(self, s: str, items: list) -> bool:
+        """Keep the pair offsets of ``s`` as laid out by matplotlib (``items``); False (nothing
+        kept) if a glyph is not one character's own (a ligature, another font) or off the
+        baseline."""
+        if len(items) != len(s):
+            return False
+        xs = []
+        for ch, item in zip(s, items, strict=True):
+            x = item.x * 64
+            if item.char != ch or item.ft_object is not self.font or item.y or x != int(x):
+                return False
+            xs.append(int(x))
+        if xs[0]:
+            return False
+        if len(self.pairs) >= MAX_PAIRS:
+            self.pairs.clear()
+        for i in range(len(s) - 1):
+            self.pairs[s[i : i + 2]] = xs[i + 1] - xs[i]
+        return True
+
+    def learn_pairs(self, s: str) -> None:
+        """Lay out each pair of ``s`` not learnt on its own: learn it, or mark it as one that
+        matplotlib must lay out (HarfBuzz joins it)."""
+        for i in range(len(s) - 1):
+            pair = s[i : i + 2]
+            if pair not in self.pairs and pair not in self.joined:
+                if not self.learn(pair, self.font._layout(pair, flags=self.flags)):
+                    self.joined.add(pair)
+
+    def joins(self, s: str) -> bool:
+        """Whether ``s`` holds a pair that HarfBuzz joins."""
+        return any(pair in s for pair in self.joined)
+
+    def _char(self, ch: str) -> tuple[int, int, int, int]:
+        info = self.chars.get(ch)
+        if info is None:
+            font = self.font
+            glyph_index = font.get_char_index(ord(ch))
+            font.set_size(self.size, self.dpi)  # also resets the transform
+            glyph = font.load_glyph(glyph_index, flags=self.flags)
+            _, ymin, _, ymax = glyph.bbox
+            info = self.chars[ch] = (glyph_index, glyph.horiAdvance, ymin, ymax)
+        return info
+
+    def positions(self, s: str) -> list[int] | None:
+        """Each glyph's position (1/64 px) in ``s``, or None if a pair was not learnt."""
+        pairs = self.pairs
+        x = 0
+        xs = [0]
+        for i in range(len(s) - 1):
+            offset = pairs.get(s[i : i + 2])
+            if offset is None:
+                return None
+            x += offset
+            xs.append(x)
+        return xs
+
+    def metrics(self, s: str, xs: list[int]) -> tuple[float, float, float]:
+        """Width, height and descent (px) of ``s``, as ``RendererAgg`` measures it."""
+        infos = [self._char(ch) for ch in s]
+        ymin = min(info[2] for info in infos)
+        ymax = max(info[3] for info in infos)
+        return (xs[-1] + infos[-1][1]) / 64.0, (ymax - ymin) / 64.0, -ymin / 64.0
+
+    def glyphs(self, s: str) -> list[int]:
+        """The glyph index of each character of ``s``."""
+        return [self._char(ch)[0] for ch in s]
+
+
+_layouts: dict[tuple, _Layout] = {}
+
+#: What matplotlib's findfont depends on, besides the font properties.
+_FONT_RC = tuple(
+    f"font.{key}"
+    for key in "family style variant weight stretch size serif sans-serif cursive fantasy "
+    "monospace".split()
+)
+_fonts: dict[tuple, Any] = {}
+
+
+def _font(prop: Any) -> Any:
+    """``get_font(fontManager._find_fonts_by_props(prop))``, kept by the properties' hash (as
+    matplotlib keeps its font lookups) and everything else the lookup depends on."""
+    rc = matplotlib.rcParams
+    key = (
+        hash(prop),
+        tuple(tuple(v) if isinstance(v, list) else v for v in map(rc.__getitem__, _FONT_RC)),
+        rc["text.hinting_factor"],
+        os.getenv("MPL_IGNORE_SYSTEM_FONTS"),
+        threading.get_ident(),  # as get_font: an FT2Font per thread
+    )
+    font = _fonts.get(key)
+    if font is None:
+        if len(_fonts) >= 256:
+            _fonts.clear()
+        font = _fonts[key] = get_font(fontManager._find_fonts_by_props(prop))
+    return font
+
+
 #: Whether this matplotlib draws text glyph by glyph through the method overridden below.
 CACHES_GLYPHS = all(
     (
         hasattr(RendererAgg, "_draw_text_glyphs_and_boxes"),
         hasattr(FT2Font, "_set_transform"),
         hasattr(FT2Font, "_render_glyph"),
+        hasattr(FT2Font, "_layout"),
     )
 )
 
 
 class GlyphCachingRenderer(RendererAgg):
     """Agg renderer that renders each glyph (at each position within a pixel) once per
-    process; the pixels it draws are those of :class:`RendererAgg`."""
+    process and lays out text from what it has learnt; the pixels it draws are those of
+    :class:`RendererAgg`."""
+
+    def _text_layout(self, s: str, prop: Any, mtext: Any = None):
+        """``(layout, glyph positions in 1/64 px)`` of ``s`` when its layout can be learnt
+        (positions None while a pair is not learnt); None when matplotlib must lay it out."""
+        if not LEARN_LAYOUT or not s or not s.isascii() or not s.isprintable():
+            return None
+        if mtext is not None and (
+            mtext.get_fontfeatures() is not None or mtext.get_language() is not None
+        ):
+            return None
+        font = _font(prop)
+        if not str(font.fname).startswith(_SHIPPED_FONTS):
+            return None
+        size = prop.get_size_in_points()
+        flags = get_hinting_flag()
+        key = (font, size, self.dpi, flags)
+        layout = _layouts.get(key)
+        if layout is None:
+            if len(_layouts) >= MAX_LAYOUTS:
+                _layouts.clear()
+            layout = _layouts[key] = _Layout(font, size, self.dpi, flags)
+        return layout, layout.positions(s)
+
+    def _learnt_positions(self, s: str, prop: Any, mtext: Any = None):
+        """``(layout, positions)`` of ``s``, laying it out with matplotlib first (and learning
+        from it) when a pair is new; None when matplotlib must lay it out."""
+        found = self._text_layout(s, prop, mtext)
+        if found is None:
+            return None
+        layout, xs = found
+        if xs is None:
+            if layout.joins(s):
+                return None
+            font = self._prepare_font(prop)
+            if not layout.learn(s, font._layout(s, flags=layout.flags)):
+                layout.learn_pairs(s)  # which pair is joined (once per pair)
+                return None
+            xs = layout.positions(s)
+        return layout, xs
+
+    def get_text_width_height_descent(self, s, prop, ismath):
+        if ismath is False and CACHES_GLYPHS:
+            found = self._learnt_positions(s, prop)
+            if found is not None:
+                layout, xs = found
+                return layout.metrics(s, xs)
+        return super().get_text_width_height_descent(s, prop, ismath)
+
+    def draw_text(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
+        if not ismath and CACHES_GLYPHS:
+            found = self._learnt_positions(s, prop, mtext)
+            if found is not None:
+                layout, xs = found
+                font, size = layout.font, layout.size
+                glyphs = layout.glyphs(s)
+                self._draw_text_glyphs_and_boxes(
+                    gc,
+                    x,
+                    y,
+                    angle,
+                    (
+                        (font, size, g, 0, 1, px / 64.0, 0.0)
+                        for g, px in zip(glyphs, xs, strict=True)
+                    ),
+                    [],
+                )
+                return
+        super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
 
     def _draw_text_glyphs_and_boxes(self, gc, x, y, angle, glyphs, boxes):
         # The same steps as RendererAgg's (matplotlib 3.11), with FreeType's bitmap kept.
@@ -61,6 +280,7 @@ class GlyphCachingRenderer(RendererAgg):
         mode = RenderMode.NORMAL if antialiased else RenderMode.MONO
         height = self.height
         matrices: dict[tuple[float, float], tuple[np.ndarray, bytes]] = {}
+        placed = []  # (bitmap, column, row of its top) of each glyph
         for font, size, glyph_index, slant, extend, dx, dy in glyphs:  # dy is upwards
             if (slant, extend) not in matrices:
                 rotate = 0x10000 * np.array([[cos, -sin], [sin, cos]])
@@ -85,15 +305,78 @@ class GlyphCachingRenderer(RendererAgg):
                 cached = _glyphs[key] = (buffer, bitmap.left, bitmap.top)
             buffer, left, top = cached
             # draw_text_image's y is downwards & the bitmap bottom side.
-            self._renderer.draw_text_image(
-                buffer,
-                left + (px >> 6),
-                int(height) - top - (py >> 6) + buffer.shape[0],
-                0,
-                gc,
-            )
+            placed.append((buffer, left + (px >> 6), int(height) - top - (py >> 6)))
+        if not (angle == 0 and placed and self._blend_black_text(gc, placed)):
+            for buffer, x0, y0 in placed:
+                self._renderer.draw_text_image(buffer, x0, y0 + buffer.shape[0], 0, gc)
         if boxes:
             super()._draw_text_glyphs_and_boxes(gc, x, y, angle, (), boxes)
+
+    def _blend_black_text(self, gc, placed: list) -> bool:
+        """Blend the glyph bitmaps ``placed`` (upright) into the canvas as Agg's
+        ``draw_text_image`` would, one after another, if the text is opaque black, unclipped,
+        inside the canvas and over opaque grey pixels (the figure's white, a glyph drawn
+        before); return False (nothing drawn) otherwise.
+
+        Agg blends an opaque colour into an opaque pixel with each glyph pixel's coverage; for
+        black into grey the result is grey and depends on the grey and the coverage alone:
+        :func:`_black_text_blend` reads that table from Agg itself. One table look-up per
+        glyph on the line's grey values replaces a ``draw_text_image`` call (~10 us each).
+        """
+        if not BLEND_TEXT or gc.get_rgb() != (0.0, 0.0, 0.0, 1.0) or gc.get_forced_alpha():
+            return False
+        if gc.get_clip_rectangle() is not None or gc.get_clip_path() != (None, None):
+            return False
+        table = _black_text_blend()
+        if table is None:
+            return False
+        x0 = min(x for _, x, _ in placed)
+        y0 = min(y for _, _, y in placed)
+        x1 = max(x + b.shape[1] for b, x, _ in placed)
+        y1 = max(y + b.shape[0] for b, _, y in placed)
+        if x0 < 0 or y0 < 0 or x1 > self.width or y1 > self.height:
+            return False
+        region = np.asarray(self._renderer)[y0:y1, x0:x1]
+        grey = region[..., 0]
+        if not (
+            (region[..., 3] == 0xFF).all()
+            and (region[..., 1] == grey).all()
+            and (region[..., 2] == grey).all()
+        ):
+            return False
+        grey = grey.copy()
+        for bitmap, x, y in placed:
+            h, w = bitmap.shape
+            under = grey[y - y0 : y - y0 + h, x - x0 : x - x0 + w]
+            under[...] = table[under, bitmap]
+        region[..., :3] = grey[..., np.newaxis]
+        return True
+
+
+_blend_table: list[np.ndarray | None] = []
+
+
+def _black_text_blend() -> np.ndarray | None:
+    """``table[grey, coverage]``: the grey that Agg's ``draw_text_image`` makes of an opaque
+    grey pixel under an opaque black glyph pixel of that coverage, read from Agg itself (None,
+    and no quick blending, if the results are not all opaque grey)."""
+    if not _blend_table:
+        renderer = RendererAgg(256, 256, 72)
+        pixels = np.asarray(renderer._renderer)
+        pixels[..., :3] = np.arange(256, dtype=np.uint8)[:, np.newaxis, np.newaxis]
+        pixels[..., 3] = 0xFF
+        coverage = np.tile(np.arange(256, dtype=np.uint8), (256, 1))
+        gc = renderer.new_gc()
+        gc.set_foreground((0.0, 0.0, 0.0, 1.0))
+        renderer._renderer.draw_text_image(coverage, 0, 256, 0, gc)
+        grey = pixels[..., 0]
+        opaque_grey = (
+            (pixels[..., 3] == 0xFF).all()
+            and (pixels[..., 1] == grey).all()
+            and (pixels[..., 2] == grey).all()
+        )
+        _blend_table.append(grey.copy() if opaque_grey else None)
+    return _blend_table[0]
 
 
 class GlyphCachingCanvas(FigureCanvasAgg):

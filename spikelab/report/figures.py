@@ -9,10 +9,12 @@ Under either, the population rate (all units' spikes per second) in the same bin
 matplotlib is imported inside :func:`draw_recording_figure` only, and drawn with the Agg canvas
 directly (no pyplot), so this module is cheap to import. A process makes one figure (per size
 and resolution) and draws every recording into it (:class:`_Overview`): what depends on the
-layout only (the axes of a time span and number of units) is drawn once and restored, glyphs
-are rendered once (:mod:`spikelab.report.agg`), and the PNG is written by a quick encoder. A
-figure is then the same, pixel for pixel, as drawn in a fresh process; a small one costs a
-few ms instead of ~85 ms (``bench/bench_figures.py``). Not for use from several threads at once
+layout only (the axes of a time span and number of units) is drawn once and restored, the
+spines are drawn again from the paths they drew (:class:`_Replayed`), glyphs are rendered once
+and text is laid out from what was learnt of the font and blended by table
+(:mod:`spikelab.report.agg`), and the PNG is written by a quick encoder. A figure is then the
+same, pixel for pixel, as drawn in a fresh process; a small one costs well under 10 ms of CPU
+instead of ~85 ms (``bench/bench_figures.py``). Not for use from several threads at once
 (neither is matplotlib).
 """
 
@@ -52,6 +54,9 @@ MAX_TICK_UNITS = 200
 MAX_BINS = 500
 MAX_RATE_BINS = 200
 _BLOCK_SPIKES = 4_000_000  # spikes binned at a time (bounds the temporary arrays)
+#: Whether spines are drawn again from what they drew and unchanged limits are not set again
+#: (False: as before issue #16's second round, for ``bench/bench_figures.py``; the same pixels).
+QUICK_DRAW = True
 
 
 class FigureError(ValueError):
@@ -333,14 +338,17 @@ class _Overview:
         self.rate_title = ax_rate.set_title("", fontsize=9, y=1.0)
         self.suptitle = self.fig.suptitle("", fontsize=11, y=1 - 0.08 / height_in, va="top")
         # What each mode draws over the kept layout, in the order of a full draw.
+        spines = [
+            _Replayed(spine, axes) for axes in (ax, ax_rate) for spine in axes.spines.values()
+        ]
         self.layers = {
             mode: [
                 *{"ticks": [self.ticks], "image": [self.image], "empty": []}[mode],
-                *ax.spines.values(),
+                *spines[:4],
                 *([self.no_spikes] if mode == "empty" else []),
                 self.title,
                 self.stairs,
-                *ax_rate.spines.values(),
+                *spines[4:],
                 *([self.cax] if mode == "image" else []),
                 self.suptitle,
             ]
@@ -348,7 +356,8 @@ class _Overview:
         }
         kept = {ax.yaxis, ax_rate.yaxis}  # drawn once per layout (see _restore_layout)
         for artist in kept.union(*self.layers.values()):
-            artist.set_animated(True)
+            getattr(artist, "artist", artist).set_animated(True)
+        self.limits: dict[str, Any] = {}  # the axes' limits (and unit ticks) last set
         self.backgrounds: dict[tuple, Any] = {}  # (start, end, rate title) -> (pixels, bytes)
         self.unit_axes: dict[tuple, Any] = {}  # (the same, units) -> (changed pixels, bytes)
         self.rate_axes: dict[tuple, Any] = {}  # (the same, top rate) -> (changed pixels, bytes)
@@ -412,18 +421,31 @@ class _Overview:
             self.image.set_data(c.rates)
             self.image.set_extent(c.image_extent)
             self.image.norm.vmax = c.vmax  # the colorbar follows
-        ax.set_xlim(c.t_start, c.t_end)
-        ax.set_ylim(-0.5, n_rows - 0.5)
-        if c.n_units <= 20:
-            ax.set_yticks(np.arange(c.n_units))
-        else:
-            locator = AutoLocator()
-            locator.set_params(integer=True)
-            ax.yaxis.set_major_locator(locator)
+        if not QUICK_DRAW:
+            self.limits.clear()
+        # Each limit set only when it changes: setting it again would change nothing but cost
+        # ~0.2 ms (matplotlib's callbacks, shared axes, ticks).
+        if self.limits.get("x") != (c.t_start, c.t_end):
+            self.limits.pop("x", None)
+            ax.set_xlim(c.t_start, c.t_end)
+            self.limits["x"] = (c.t_start, c.t_end)
+        if self.limits.get("units") != c.n_units:
+            self.limits.pop("units", None)
+            ax.set_ylim(-0.5, n_rows - 0.5)
+            if c.n_units <= 20:
+                ax.set_yticks(np.arange(c.n_units))
+            else:
+                locator = AutoLocator()
+                locator.set_params(integer=True)
+                ax.yaxis.set_major_locator(locator)
+            self.limits["units"] = c.n_units
+        if self.limits.get("rate") != c.rate_top:
+            self.limits.pop("rate", None)
+            ax_rate.set_ylim(0, c.rate_top)
+            self.limits["rate"] = c.rate_top
         self.rate_title.set_text(c.rate_title)
         self.title.set_text(c.raster_title)
         self.stairs.set_data(c.population, c.edges)
-        ax_rate.set_ylim(0, c.rate_top)
         self.suptitle.set_text(c.title)
 
     def render(self, c: _Content) -> np.ndarray:
@@ -439,6 +461,51 @@ class _Overview:
             self.image.set_data(np.zeros((1, 1)))
             self.stairs.set_data([0.0], [0.0, 1.0])
         return np.asarray(self.canvas.buffer_rgba())
+
+
+class _Replayed:
+    """An artist that draws at a place fixed by its axes' limits (a spine): drawn by
+    matplotlib once per limits, then by giving the renderer the same paths again.
+
+    ``draw`` records the renderer's ``draw_path`` calls of the artist's first drawing with
+    these limits (the graphics context, a copy of the path, the transform frozen, the fill) and
+    replays them later: the same calls draw the same pixels, without the ~0.1 ms of Python
+    that places a spine from the limits and sets up its graphics context. The artist must
+    draw with ``draw_path`` alone (a spine does) and change only with the limits.
+    """
+
+    #: Limits kept per artist (each a few small objects); the least recently used are dropped.
+    MAX_KEPT = 256
+
+    def __init__(self, artist: Any, axes: Any):
+        self.artist, self.axes = artist, axes
+        self.kept: dict[tuple, list] = {}
+
+    def draw(self, renderer) -> None:
+        if not QUICK_DRAW:
+            self.artist.draw(renderer)
+            return
+        key = (id(renderer), self.axes.get_xlim(), self.axes.get_ylim())
+        calls = self.kept.pop(key, None)
+        if calls is None:
+            calls = []
+            draw_path = renderer.draw_path
+
+            def record(gc, path, transform, rgbFace=None):
+                calls.append((gc, path.deepcopy(), transform.frozen(), rgbFace))
+                draw_path(gc, path, transform, rgbFace)
+
+            renderer.draw_path = record
+            try:
+                self.artist.draw(renderer)
+            finally:
+                del renderer.draw_path
+        else:
+            for gc, path, transform, rgb_face in calls:
+                renderer.draw_path(gc, path, transform, rgb_face)
+        self.kept[key] = calls
+        if len(self.kept) > self.MAX_KEPT:
+            del self.kept[next(iter(self.kept))]
 
 
 def _changed_pixels(pixels: np.ndarray, before: np.ndarray):
