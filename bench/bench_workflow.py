@@ -99,8 +99,8 @@ CPU: dict[str, float] = {}
 
 def plain_loop(pickles: list[Path], out: Path) -> tuple[float, int]:
     """The same conversions, read-backs, comparisons and figures as the workflow, in one
-    process; (seconds, output files). Adds the NWB write and figure ms per recording to
-    ``STEP_MS``."""
+    process; (seconds, output files). Adds the NWB write and figure ms per recording (mean
+    and median) to ``STEP_MS``."""
     from spikelab.data_loaders import data_exporters as ex
     from spikelab.data_loaders import data_loaders as ld
     from spikelab.report.figures import draw_recording_figure
@@ -136,8 +136,10 @@ def plain_loop(pickles: list[Path], out: Path) -> tuple[float, int]:
         figure_ms.append((time.perf_counter() - t) * 1000)
         files += 6
     CPU["loop"] = time.process_time() - cpu0
-    STEP_MS["nwb"] = float(np.median(nwb_ms))
-    STEP_MS["figure"] = float(np.median(figure_ms))
+    # the mean is what a batch pays (a figure of a new number of units costs ~3x the median)
+    STEP_MS["nwb"], STEP_MS["nwb median"] = float(np.mean(nwb_ms)), float(np.median(nwb_ms))
+    STEP_MS["figure"] = float(np.mean(figure_ms))
+    STEP_MS["figure median"] = float(np.median(figure_ms))
     return time.perf_counter() - t0, files
 
 
@@ -257,13 +259,13 @@ def main() -> None:
     row(
         "NWB write per small file (warm process)",
         "<= 10 ms",
-        f"{STEP_MS['nwb']:.1f} ms",
+        f"{STEP_MS['nwb']:.1f} ms mean ({STEP_MS['nwb median']:.1f} median)",
         STEP_MS["nwb"] <= 10,
     )
     row(
         "report figure per small recording",
         "<= 10 ms",
-        f"{STEP_MS['figure']:.1f} ms",
+        f"{STEP_MS['figure']:.1f} ms mean ({STEP_MS['figure median']:.1f} median)",
         STEP_MS["figure"] <= 10,
     )
     if t_dry is not None:

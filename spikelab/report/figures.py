@@ -511,13 +511,18 @@ class _Replayed:
 def _changed_pixels(pixels: np.ndarray, before: np.ndarray):
     """``((rows, columns), block, mask)``: the smallest block of ``pixels`` holding every pixel
     that differs from ``before`` (slices), its pixels (a copy) and which of them differ."""
-    changed = np.any(pixels != before, axis=2)
-    rows = np.flatnonzero(changed.any(axis=1))
-    cols = np.flatnonzero(changed.any(axis=0))
+    if pixels.flags.c_contiguous and before.flags.c_contiguous:  # a pixel as one uint32
+        changed = pixels.view(np.uint32)[..., 0] != before.view(np.uint32)[..., 0]
+    else:
+        changed = np.any(pixels != before, axis=2)
+    # counting is ~15x quicker than any() along an axis; columns only within the rows changed
+    rows = np.flatnonzero(np.count_nonzero(changed, axis=1))
     if not rows.size:
         region = (slice(0, 0), slice(0, 0))
     else:
-        region = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+        row_span = slice(int(rows[0]), int(rows[-1]) + 1)
+        cols = np.flatnonzero(np.count_nonzero(changed[row_span], axis=0))
+        region = (row_span, slice(int(cols[0]), int(cols[-1]) + 1))
     return region, pixels[region].copy(), changed[region][..., np.newaxis]
 
 
