@@ -103,6 +103,7 @@ def plain_loop(pickles: list[Path], out: Path) -> tuple[float, int]:
     and median) to ``STEP_MS``."""
     from spikelab.data_loaders import data_exporters as ex
     from spikelab.data_loaders import data_loaders as ld
+    from spikelab.formats.atomic import written_file
     from spikelab.report.figures import draw_recording_figure
     from spikelab.workflow.verify import compare_spikedata
 
@@ -125,7 +126,11 @@ def plain_loop(pickles: list[Path], out: Path) -> tuple[float, int]:
         t = time.perf_counter()
         ex.export_spikedata_to_nwb(sd, out / "nwb" / f"{name}.nwb", fs_Hz=20000.0)
         nwb_ms.append((time.perf_counter() - t) * 1000)
-        read = ld.load_spikedata_from_nwb(out / "nwb" / f"{name}.nwb", prefer_pynwb=False)
+        read = ld.load_spikedata_from_nwb(  # read back as the export job does: its own output
+            out / "nwb" / f"{name}.nwb",
+            prefer_pynwb=False,
+            own_output=written_file(out / "nwb" / f"{name}.nwb"),
+        )
         check(sd, read, ulps=2)
         ex.export_spikedata_to_kilosort(sd, out / "kilosort" / name, fs_Hz=20000.0)
         check(sd, ld.load_spikedata_from_kilosort(out / "kilosort" / name, 20000.0), 0.025, 4)
