@@ -55,8 +55,9 @@ def fit_metadata_cache(outputs_per_job):
     records (functools.lru_cache). A job with more outputs than that (a batch of more than
     127 recordings) evicts each record before the next pass reads it again: at 10 000
     recordings a no-op run read 3.4 records per output, a third of its time. Sized to the
-    largest job, each record is read once. Nothing else changes: the cache is emptied on
-    every write, as before. Left alone if Snakemake's internals are not what this expects.
+    largest job, each record is read once (the cache then holds one job's records, each with
+    the job's params). Nothing else changes: the cache is emptied on every write, as before.
+    Left alone if Snakemake's internals are not what this expects.
     """
     import functools
 
@@ -69,9 +70,9 @@ def fit_metadata_cache(outputs_per_job):
     wrapped = getattr(cached, "__wrapped__", None)
     if wrapped is None or maxsize is None or maxsize >= outputs_per_job:
         return
-    FilePersistence._read_record_cached = functools.lru_cache(
-        maxsize=2 * outputs_per_job
-    )(wrapped)
+    FilePersistence._read_record_cached = functools.lru_cache(maxsize=outputs_per_job)(
+        wrapped
+    )
 
 
 # a batch's export and figure jobs: one output per recording and the batch's JSON
