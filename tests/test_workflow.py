@@ -262,6 +262,36 @@ def test_touching_one_input_reruns_only_its_batch(tmp_path):
     )
 
 
+def test_a_job_of_more_than_128_outputs_reruns_on_params_code_and_mtime_changes(tmp_path):
+    # rules/common.smk sizes Snakemake's cache of metadata records to the largest job (it holds
+    # 128 records, fewer than a 140-recording batch's outputs): every rerun trigger still fires
+    wd = copy_workflow(tmp_path / "wf")
+    for i in range(140):
+        shutil.copy(
+            REPO / "example" / "recordings" / "small.pkl",
+            wd / "example" / "recordings" / f"rec{i:03d}.pkl",
+        )
+    use_directory_input(wd)
+    set_config(wd, batch_size=1000, formats=["pickle"], isolation__enabled=False)
+    smk(wd)
+    names = sorted(p.stem for p in (wd / "example" / "recordings").glob("*.pkl"))
+    (batch,) = plan_batches([Recording(n, n) for n in names], 1000)
+    assert len(batch.names) + 1 > 128  # the export job's outputs: one per recording, the JSON
+    assert planned_jobs(wd) == Counter()
+    rerun_export = per_batch_jobs(batch.key, targets=["pickle"], figures=False, sources=False)
+    set_config(wd, pickle__protocol=4)  # params
+    assert planned_jobs(wd) == rerun_export
+    set_config(wd, pickle__protocol=None)  # back to what the records say
+    assert planned_jobs(wd) == Counter()
+    later = time.time() + 5
+    os.utime(wd / "scripts" / "export.py", (later, later))  # code
+    assert planned_jobs(wd) == rerun_export
+    os.utime(wd / "scripts" / "export.py", (later - 3600, later - 3600))
+    assert planned_jobs(wd) == Counter()
+    edit_recording(wd / "example" / "recordings" / "rec139.pkl")  # an input's content and mtime
+    assert planned_jobs(wd) == per_batch_jobs(batch.key, targets=["pickle"])
+
+
 # ------------------------------------------------------------------ errors at start
 @pytest.mark.parametrize(
     "change, named",
