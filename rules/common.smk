@@ -9,6 +9,7 @@ from spikelab.workflow import WorkflowConfigError
 from spikelab.workflow.batches import plan_batches
 from spikelab.workflow.export import RecordingParams
 from spikelab.workflow.inputs import NAME_PATTERN, discover_recordings
+from spikelab.workflow.persistence import fit_metadata_cache
 from spikelab.workflow.targets import (
     REPORT_TABLE,
     SUMMARY,
@@ -47,35 +48,8 @@ BATCHES = plan_batches(RECORDINGS, config["batch_size"])
 CONDA_ENV = "../envs/spikelab.yaml"
 
 
-def fit_metadata_cache(outputs_per_job):
-    """Let Snakemake's file persistence keep one job's metadata records in memory.
-
-    To decide whether a job is up to date, Snakemake reads the record of each of its outputs
-    in five passes (has metadata, outdated, params, input, code), through a cache of 128
-    records (functools.lru_cache). A job with more outputs than that (a batch of more than
-    127 recordings) evicts each record before the next pass reads it again: at 10 000
-    recordings a no-op run read 3.4 records per output, a third of its time. Sized to the
-    largest job, each record is read once (the cache then holds one job's records, each with
-    the job's params). Nothing else changes: the cache is emptied on every write, as before.
-    Left alone if Snakemake's internals are not what this expects.
-    """
-    import functools
-
-    try:
-        from snakemake.persistence.file import FilePersistence
-    except ImportError:
-        return
-    cached = FilePersistence.__dict__.get("_read_record_cached")
-    maxsize = getattr(cached, "cache_parameters", lambda: {})().get("maxsize")
-    wrapped = getattr(cached, "__wrapped__", None)
-    if wrapped is None or maxsize is None or maxsize >= outputs_per_job:
-        return
-    FilePersistence._read_record_cached = functools.lru_cache(maxsize=outputs_per_job)(
-        wrapped
-    )
-
-
-# a batch's export and figure jobs: one output per recording and the batch's JSON
+# Snakemake's record cache holds a whole job's records (spikelab/workflow/persistence.py): a
+# batch's export and figure jobs have one output per recording and the batch's JSON
 fit_metadata_cache(max((len(b.recordings) for b in BATCHES), default=0) + 1)
 
 
