@@ -303,25 +303,33 @@ def _emit(records: Sequence[Any], handlers: Sequence[logging.Handler]) -> None:
 
 
 # ------------------------------------------------------------------------------- worker
+@dataclass(frozen=True)
+class _Work:
+    """What every worker of one :func:`run_each_isolated` call does (see its arguments)."""
+
+    fn: Callable[[Any], Any]
+    items: Sequence[Any]
+    encode: Callable[[Any], Any]
+    is_environment: Callable[[BaseException, str], bool]
+    is_expected: Callable[[BaseException], bool]
+    start_phase: str
+    per_child: int | None
+
+
 def _worker(
-    fn: Callable[[Any], Any],
-    items: Sequence[Any],
+    work: _Work,
     first: int,
     limits: Sequence[Limits],
     base: int | None,
     handlers: Sequence[logging.Handler],
     write_fd: int,
-    encode: Callable[[Any], Any],
-    is_environment: Callable[[BaseException, str], bool],
-    is_expected: Callable[[BaseException], bool],
-    start_phase: str,
-    per_child: int | None,
 ) -> None:
     """A worker's whole life (never returns): set itself up, then for each item from
     ``first`` on: set its memory limit, say ``start``, ``fn(item)``, send the result. It exits
     after an item that fails (reporting why), after ``per_child`` items, once it has grown too
     much (see :data:`RESTART_GROWTH`), or after the last item."""
     global _child_fd, _phase
+    items, per_child = work.items, work.per_child
     code = 0
     try:
         _child_fd = write_fd
@@ -348,16 +356,16 @@ def _worker(
                     cap = min(cap, hard)
                 resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
                 soft = wanted
-            _phase = start_phase
+            _phase = work.start_phase
             _send({"start": k, "at": time.monotonic()})
             with warnings.catch_warnings():  # filters as forked; "already shown" forgotten
                 warnings.onceregistry.clear()
                 warnings.onceregistry.update(once)
-                result = fn(items[k])
+                result = work.fn(items[k])
             _flush_std()
             done += 1
             last = k + 1 == len(items) or (per_child is not None and done >= per_child)
-            _send({"result": encode(result)}, hold=not last)
+            _send({"result": work.encode(result)}, hold=not last)
             if last:
                 break
     except MemoryError:
@@ -372,8 +380,8 @@ def _worker(
                 "type": type(exc).__name__,
                 "message": text,
                 "phase": _phase,
-                "environment": bool(is_environment(exc, _phase)),
-                "expected": bool(is_expected(exc)),
+                "environment": bool(work.is_environment(exc, _phase)),
+                "expected": bool(work.is_expected(exc)),
             }
             if not isinstance(exc, Exception) or report["environment"]:
                 report["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
@@ -404,18 +412,7 @@ class _Timeout(Exception):
 class _Worker:
     """The parent's side of one worker: fork it, read its messages, stop it."""
 
-    def __init__(
-        self,
-        fn: Callable[[Any], Any],
-        items: Sequence[Any],
-        first: int,
-        limits: Sequence[Limits],
-        encode: Callable[[Any], Any],
-        is_environment: Callable[[BaseException, str], bool],
-        is_expected: Callable[[BaseException], bool],
-        start_phase: str,
-        per_child: int | None,
-    ) -> None:
+    def __init__(self, work: _Work, first: int, limits: Sequence[Limits]) -> None:
         _flush_logging()
         _prepare_prctl()
         base = None
@@ -427,20 +424,7 @@ class _Worker:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
             os.close(read_fd)
-            _worker(
-                fn,
-                items,
-                first,
-                limits,
-                base,
-                self.handlers,
-                write_fd,
-                encode,
-                is_environment,
-                is_expected,
-                start_phase,
-                per_child,
-            )
+            _worker(work, first, limits, base, self.handlers, write_fd)
         os.close(write_fd)
         self.pid, self.fd, self.status = pid, read_fd, None
         self.lines: deque[bytes] = deque()
@@ -606,6 +590,7 @@ def run_each_isolated(
             known[i] = limits(i)
         return known[i]
 
+    work = _Work(fn, items, encode, is_environment, is_expected, start_phase, per_child)
     warm, forked, k = warm_up is None, 0, 0
     while k < len(items):
         if forked and not warm:
@@ -614,9 +599,7 @@ def run_each_isolated(
             known.clear()  # derived limits depend on what this process now holds
         first, cold = k, not warm
         table = [limits_of(i) if i >= first else Limits() for i in range(len(items))]
-        worker = _Worker(
-            fn, items, first, table, encode, is_environment, is_expected, start_phase, per_child
-        )
+        worker = _Worker(work, first, table)
         forked += 1
         try:
             while k < len(items):
