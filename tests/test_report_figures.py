@@ -19,6 +19,7 @@ from spikelab.report.figures import (
     draw_recording_figure,
     figure_title,
     population_counts,
+    rate_axis_top,
     recording_stats,
     session_start_text,
 )
@@ -94,6 +95,33 @@ def test_binned_counts_of_recordings_without_units_or_spikes():
 
 
 # ------------------------------------------------------------------------------ stats
+@pytest.mark.parametrize(
+    ("max_rate_Hz", "top"),
+    [
+        (0.0, 1.0),
+        (0.95, 1.0),
+        (0.96, 1.2),
+        (9.5, 10.0),
+        (10.0, 12.0),
+        (199.0, 250.0),
+        (400.0, 500.0),
+        (999.0, 1200.0),
+        (0.2, 1.0),
+        (2e6, 2.5e6),
+    ],
+)
+def test_rate_axis_top_is_a_round_value_above_the_highest_rate(max_rate_Hz, top):
+    assert rate_axis_top(max_rate_Hz) == top
+
+
+def test_rate_axis_tops_leave_headroom_and_are_few():
+    rates = np.linspace(1.0, 5000.0, 20_000)
+    tops = np.array([rate_axis_top(r) for r in rates])
+    assert np.all(tops >= 1.05 * rates)
+    assert np.all(tops <= 1.05 * rates * 1.34)  # the largest gap of the ladder: 3 -> 4
+    assert len(set(tops.tolist())) <= 10 * 4 + 1  # ten per decade
+
+
 def test_stats_count_units_spikes_empty_units_and_mean_rate():
     sd = SpikeData([[1.0, 2.0, 3.0], [], [4.0], []], length=2000.0, start_time=-5.0)
     st = recording_stats(sd)

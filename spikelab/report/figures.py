@@ -41,6 +41,7 @@ __all__ = [
     "figure_title",
     "session_start_text",
     "choose_bin_ms",
+    "rate_axis_top",
     "binned_counts",
     "population_counts",
     "draw_recording_figure",
@@ -177,6 +178,23 @@ def population_counts(sd: SpikeData, bin_ms: float) -> np.ndarray:
     for _, _, _, b in _blocks(sd, bin_ms, nb):
         out += np.bincount(b, minlength=nb)
     return out
+
+
+#: Tops of the population-rate axis: these times a power of ten (see :func:`rate_axis_top`).
+RATE_TOPS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+
+
+def rate_axis_top(max_rate_Hz: float) -> float:
+    """Top of the population-rate axis (spikes/s): the first of :data:`RATE_TOPS` times a power
+    of ten at or above 1.05 x ``max_rate_Hz`` (at least 1). Round tops make few distinct rate
+    axes in a batch, each drawn once per process and then reused (see :class:`_Overview`)."""
+    need = max(float(max_rate_Hz) * 1.05, 1.0)
+    decade = 10.0 ** math.floor(math.log10(need))
+    for step in (*RATE_TOPS, 10.0):
+        top = float(f"{step * decade:.12g}")  # 3.0 x 0.1 is 0.30000000000000004
+        if top >= need:
+            return top
+    raise AssertionError("unreachable: 10 x decade > need")
 
 
 def _format_ms(ms: float) -> str:
@@ -607,7 +625,7 @@ def _figure_content(
         # Regular bins; the last may reach past the end (clipped by the x limits).
         edges=t_start + np.arange(population.size + 1) * (rate_bin_ms / 1000.0),
         rate_bin_ms=rate_bin_ms,
-        rate_top=max(float(population.max(initial=0.0)) * 1.05, 1.0),
+        rate_top=rate_axis_top(float(population.max(initial=0.0))),
         rate_title=f"population rate, all units, {_format_ms(rate_bin_ms)} bins",
     )
     return content, stats
