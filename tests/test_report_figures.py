@@ -491,6 +491,95 @@ def test_learnt_text_layout_and_blended_text_draw_matplotlibs_pixels():
         )
 
 
+# ------------------------------------------------------------------ markers stamped by table
+def _raster_axes(n_units: int, markersize: float, mew: float, marker: str = "|"):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 4.0), dpi=100)
+    ax = fig.add_axes((0.1, 0.1, 0.85, 0.85))
+    (line,) = ax.plot(
+        [],
+        [],
+        linestyle="none",
+        marker=marker,
+        markersize=markersize,
+        markeredgewidth=mew,
+        color="black",
+    )
+    ax.set_ylim(-0.5, max(n_units, 1) - 0.5)
+    return fig, ax, line
+
+
+def _stamping_cases():
+    """(name, units, times, unit of each spike, markersize, edge width, marker, stamped?)."""
+    rng = np.random.default_rng(7)
+    cases = []
+    for trial in range(40):
+        n = int(rng.integers(1, 60))
+        size = float(rng.choice([1.0, 2.5, 4.4, 8.0]))
+        mew = float(rng.choice([0.6, 0.6, 1.0, 2.3]))
+        k = int(rng.integers(64, 3000))
+        units = np.sort(rng.integers(0, n, k))
+        times = rng.uniform(0.05, 9.95, k)
+        if trial % 3 == 0:  # bursts: many spikes on the same pixel
+            times = np.round(times, 1)
+        times = np.concatenate([np.sort(times[units == u]) for u in range(n)])
+        cases.append((f"random{trial}", n, times, units, size, mew, "|"))
+    units = np.repeat(np.arange(8), 100)
+    times = np.tile(np.linspace(0.5, 10.0, 100), 8)  # the last on the right edge
+    cases += [
+        ("unsorted_times", 8, times[::-1].copy(), units, 8.0, 0.6, "|"),
+        ("rows_interleaved", 8, np.sort(times), np.tile(np.arange(8), 100), 8.0, 0.6, "|"),
+        ("on_the_edges", 8, np.where(np.arange(800) % 100, times, 0.0), units, 8.0, 0.6, "|"),
+        ("past_the_edges", 8, np.linspace(-0.2, 10.2, 800), units, 8.0, 0.6, "|"),
+        ("rows_overlapping", 40, times, units * 2, 20.0, 0.6, "|"),
+        ("rows_downwards", 8, times, 7 - units, 8.0, 0.6, "|"),
+        (
+            "rows_up_and_down",
+            8,
+            times,
+            np.array([0, 3, 1, 4, 2, 5, 7, 6]).repeat(100),
+            8.0,
+            0.6,
+            "|",
+        ),
+        ("filled_marker", 8, times, units, 6.0, 1.0, "o"),
+        ("few", 8, times[:20], units[:20], 8.0, 0.6, "|"),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("case", _stamping_cases(), ids=lambda case: case[0])
+def test_stamped_markers_are_agg_s_pixels(case, monkeypatch):
+    """Markers stamped by table equal Agg drawing them one by one (overlaps, bursts on one
+    pixel, many marker sizes and widths); what cannot be stamped is drawn by Agg."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from spikelab.report.agg import GlyphCachingCanvas, GlyphCachingRenderer
+
+    name, n, times, units, size, mew, marker = case
+    stamped = []
+    real = GlyphCachingRenderer._stamp_markers
+
+    def spy(self, *args):
+        stamped.append(real(self, *args))
+        return stamped[-1]
+
+    monkeypatch.setattr(GlyphCachingRenderer, "_stamp_markers", spy)
+    fig, ax, line = _raster_axes(n, size, mew, marker)
+    ax.set_xlim(0.0, 10.0)
+    line.set_data(times, units)
+    ours = GlyphCachingCanvas(fig)
+    ours.draw()
+    mine = np.asarray(ours.buffer_rgba()).copy()
+    stock = FigureCanvasAgg(fig)
+    stock.draw()
+    np.testing.assert_array_equal(mine, np.asarray(stock.buffer_rgba()))
+    drawn_by_agg = ("unsorted_times", "rows_interleaved", "rows_up_and_down", "few")
+    expect_stamped = name not in drawn_by_agg
+    assert (True in stamped) == expect_stamped, stamped
+
+
 def test_the_first_rounds_drawing_gives_the_same_figure(tmp_path, monkeypatch):
     """bench_figures.py times the drawing before issue #16's second round by turning its
     additions off: the figure must be the same."""

@@ -28,6 +28,12 @@ Opaque black text over opaque grey (a title on the figure's white) is blended gl
 by a table of what Agg makes of each grey under each coverage, read from Agg itself, instead
 of one ``draw_text_image`` call per glyph; anything else is drawn by Agg as before.
 
+Many opaque black markers over opaque grey (a raster's ticks on the axes' white) are stamped:
+Agg renders a marker's coverage once and blends that same stamp at each marker's whole-pixel
+position, one marker after another, so what it makes of each grey at each pixel of the stamp
+is read from Agg once per marker (drawn over every grey) and applied with numpy to all the
+markers, in Agg's order where they overlap, instead of Agg blending them one by one.
+
 Importing this module imports matplotlib: import it inside the functions that draw.
 """
 
@@ -36,6 +42,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import sys
 import threading
 import zlib
 from pathlib import Path
@@ -65,6 +72,12 @@ LEARN_LAYOUT = True
 
 #: Whether opaque black text over grey is blended by table (False: glyph by glyph by Agg).
 BLEND_TEXT = True
+
+#: Whether many opaque black markers over grey are stamped by table (False: drawn by Agg).
+STAMP_MARKERS = True
+
+#: Fewer markers than this in one call are drawn by Agg (learning a stamp costs ~0.5 ms).
+MIN_STAMPED = 64
 
 #: Fonts, sizes and resolutions whose text layout is learnt, each with at most MAX_PAIRS
 #: character pairs (the learnt layouts are emptied when full).
@@ -196,10 +209,227 @@ CACHES_GLYPHS = all(
 )
 
 
+class _Stamp:
+    """What Agg's ``draw_markers`` does to the pixels around a marker's position: for each
+    pixel of the stamp (``rows``, ``cols``: offsets from the position), the grey it makes of
+    each opaque grey (``powers[0][pixel, grey]``), and of the same grey under k markers at
+    the same position (``powers[k - 1]``, made as needed)."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, table: np.ndarray):
+        self.rows, self.cols = rows, cols
+        self.powers = table[np.newaxis]  # (k, pixel, grey)
+        self.settled = False  # whether one more marker changes nothing any more
+
+    def power_table(self, most: int) -> np.ndarray:
+        """``powers``, up to ``most`` markers (or to where one more changes nothing)."""
+        while len(self.powers) < most and not self.settled:
+            last = self.powers[-1]
+            more = np.take_along_axis(self.powers[0], last, axis=1)
+            if np.array_equal(more, last):
+                self.settled = True
+            else:
+                self.powers = np.concatenate([self.powers, more[np.newaxis]])
+        return self.powers
+
+
+_stamps: dict[tuple, _Stamp | None] = {}
+
+#: Stamps kept per process (each a few kB); emptied when full.
+MAX_STAMPS = 256
+
+
+def _stamp(dpi: float, gc: Any, marker_path: Any, marker_trans: Any, rgb_face: Any):
+    """The :class:`_Stamp` of this marker (None if Agg does not draw it as opaque grey over
+    grey: then it is not stamped), read from Agg: the marker drawn once over each grey."""
+    from matplotlib.path import Path as MplPath
+    from matplotlib.transforms import Affine2D
+
+    matrix = np.asarray(marker_trans.get_matrix(), dtype=float)
+    codes = marker_path.codes
+    key = (
+        dpi,
+        np.asarray(marker_path.vertices, dtype=float).tobytes(),
+        None if codes is None else np.asarray(codes).tobytes(),
+        matrix.tobytes(),
+        None if rgb_face is None else tuple(np.ravel(rgb_face)),
+        gc.get_linewidth(),
+        gc.get_capstyle(),
+        gc.get_joinstyle(),
+        gc.get_snap(),
+        gc.get_antialiased(),
+        gc.get_rgb(),
+        gc.get_alpha(),
+        gc.get_forced_alpha(),
+        gc.get_hatch(),
+        gc.get_sketch_params(),
+    )
+    if key in _stamps:
+        return _stamps[key]
+    extent = marker_path.transformed(Affine2D(matrix)).get_extents()
+    reach = max(abs(extent.x0), abs(extent.x1), abs(extent.y0), abs(extent.y1))
+    reach += gc.get_linewidth() * dpi / 72.0
+    if not math.isfinite(reach) or reach > 64:
+        stamp = None
+    else:
+        half = math.ceil(reach) + 2
+        block = 2 * half + 1
+        side = 16 * block  # one block per grey, 16 x 16
+        renderer = RendererAgg(side, side, dpi)
+        pixels = np.asarray(renderer._renderer)
+        greys = np.arange(256, dtype=np.uint8).reshape(16, 16)
+        pixels[..., :3] = np.repeat(np.repeat(greys, block, 0), block, 1)[..., np.newaxis]
+        pixels[..., 3] = 0xFF
+        unclipped = renderer.new_gc()
+        unclipped.copy_properties(gc)
+        unclipped.set_clip_rectangle(None)
+        unclipped.set_clip_path(None)
+        # A marker at the middle pixel of each block: see _marker_positions (y flips).
+        middles = np.arange(16) * block + half + 0.25
+        xs, rows = np.meshgrid(middles, middles)
+        points = np.column_stack([xs.ravel() - 0.5, side - rows.ravel()])
+        renderer._renderer.draw_markers(
+            unclipped, marker_path, Affine2D(matrix), MplPath(points), Affine2D(), rgb_face
+        )
+        grey = pixels[..., 0]
+        if not (
+            (pixels[..., 3] == 0xFF).all()
+            and (pixels[..., 1] == grey).all()
+            and (pixels[..., 2] == grey).all()
+        ):
+            stamp = None
+        else:
+            made = grey.reshape(16, block, 16, block).transpose(0, 2, 1, 3).reshape(256, -1)
+            changed = np.flatnonzero((made != np.arange(256)[:, np.newaxis]).any(axis=0))
+            rows, cols = np.divmod(changed, block)
+            stamp = _Stamp(rows - half, cols - half, np.ascontiguousarray(made[:, changed].T))
+    if len(_stamps) >= MAX_STAMPS:
+        _stamps.clear()
+    _stamps[key] = stamp
+    return stamp
+
+
+#: Each grey as an opaque grey pixel read as one number (little-endian RGBA).
+_OPAQUE_GREY = (np.arange(256, dtype=np.uint32) * 0x010101) | 0xFF000000
+
+
+def _marker_positions(vertices: np.ndarray, matrix: np.ndarray, height: int):
+    """Each marker's pixel (column, row from the top) as Agg's ``draw_markers`` computes it
+    (for a transform without rotation or shear): the position, flipped and moved by half a
+    pixel with the same floating-point steps, rounded down."""
+    sx, tx, sy, ty = matrix[0, 0], matrix[0, 2], matrix[1, 1], matrix[1, 2]
+    x = np.floor(vertices[:, 0] * sx + (tx + 0.5))
+    y = np.floor(vertices[:, 1] * -sy + (-ty + (height + 0.5)))
+    return x, y
+
+
 class GlyphCachingRenderer(RendererAgg):
     """Agg renderer that renders each glyph (at each position within a pixel) once per
-    process and lays out text from what it has learnt; the pixels it draws are those of
-    :class:`RendererAgg`."""
+    process and lays out text from what it has learnt, and stamps many markers at once; the
+    pixels it draws are those of :class:`RendererAgg`."""
+
+    def _update_methods(self) -> None:
+        super()._update_methods()
+        self.draw_markers = self._draw_markers
+
+    def _draw_markers(self, gc, marker_path, marker_trans, path, trans, rgbFace=None):
+        if not self._stamp_markers(gc, marker_path, marker_trans, path, trans, rgbFace):
+            self._renderer.draw_markers(gc, marker_path, marker_trans, path, trans, rgbFace)
+
+    def _stamp_markers(self, gc, marker_path, marker_trans, path, trans, rgb_face) -> bool:
+        """Draw the markers as Agg would, by :class:`_Stamp`, if there are many, they lie
+        row after row (each row's markers left to right, each row above the one before, or
+        each below) and over opaque grey; else return False (nothing drawn)."""
+        vertices = path.vertices
+        if not STAMP_MARKERS or path.codes is not None or len(vertices) < MIN_STAMPED:
+            return False
+        if gc.get_clip_path() != (None, None):
+            return False
+        matrix = np.asarray(trans.get_matrix(), dtype=float)
+        if matrix[0, 1] != 0.0 or matrix[1, 0] != 0.0:
+            return False
+        stamp = _stamp(self.dpi, gc, marker_path, marker_trans, rgb_face)
+        if stamp is None:
+            return False
+        if not stamp.rows.size:
+            return True  # the marker changes no pixel
+        x, y = _marker_positions(np.asarray(vertices, dtype=float), matrix, int(self.height))
+        if not (np.abs(x) < 1 << 30).all() or not (np.abs(y) < 1 << 30).all():
+            return False  # not finite (Agg skips those), or far off
+        x, y = x.astype(np.int64), y.astype(np.int64)
+        # Rows one after another, each left to right, and from row to row always up or always
+        # down the canvas: then a pixel meets its markers in the order of the stamp's pixels
+        # that cover it, rows of the stamp first (one way or the other), columns right to left.
+        new_row = np.flatnonzero(np.diff(y)) + 1
+        steps = np.diff(x)
+        steps[new_row - 1] = 0
+        if (steps < 0).any():
+            return False
+        row_steps = np.diff(y[np.r_[0, new_row]])
+        upwards = not (row_steps > 0).any()
+        if not (upwards or (row_steps > 0).all()):
+            return False
+        # Stamp rows closer than the rows of markers never meet a pixel twice: one pass each.
+        gap = int(np.abs(row_steps).min()) if row_steps.size else 1 << 30
+        band = (stamp.rows - stamp.rows.min()) // gap
+        if not upwards:
+            band = (stamp.rows.max() - stamp.rows) // gap
+        # Each position once, with its number of markers.
+        first = np.flatnonzero(np.r_[True, (steps != 0) | (np.diff(y) != 0)])
+        counts = np.diff(np.r_[first, x.size])
+        x, y = x[first], y[first]
+        pixels = np.asarray(self._renderer)
+        if sys.byteorder != "little" or not pixels.flags.c_contiguous:
+            return False
+        flat = pixels.view(np.uint32).reshape(-1)  # a pixel as one number: A B G R
+        rows = y[:, np.newaxis] + stamp.rows
+        cols = x[:, np.newaxis] + stamp.cols
+        # Agg draws only inside the clip box (whole pixels, both ends included) and the canvas.
+        box = self._clip_box(gc)
+        inside = None
+        if not (
+            cols.min() >= box[0]
+            and cols.max() <= box[1]
+            and rows.min() >= box[2]
+            and rows.max() <= box[3]
+        ):
+            inside = (cols >= box[0]) & (cols <= box[1]) & (rows >= box[2]) & (rows <= box[3])
+            rows = np.clip(rows, 0, pixels.shape[0] - 1)
+            cols = np.clip(cols, 0, pixels.shape[1] - 1)
+        index = rows * pixels.shape[1] + cols
+        under = flat[index if inside is None else index[inside]]
+        if not np.array_equal(_OPAQUE_GREY[under & 0xFF], under):
+            return False
+        powers = stamp.power_table(int(counts.max()))
+        n_pixels = powers.shape[1]
+        layers = (np.minimum(counts, len(powers)) - 1)[:, np.newaxis] * n_pixels
+        made_of = _OPAQUE_GREY[powers].reshape(-1)  # [(k, stamp pixel, grey)] -> pixel
+        for b in range(int(band.max()) + 1):
+            for col in np.unique(stamp.cols)[::-1]:
+                at = np.flatnonzero((stamp.cols == col) & (band == b))
+                if at.size:
+                    where = index[:, at]
+                    before = flat[where]
+                    made = made_of[((layers + at) << 8) + (before & 0xFF)]
+                    if inside is not None:
+                        made = np.where(inside[:, at], made, before)
+                    flat[where] = made
+        return True
+
+    def _clip_box(self, gc) -> tuple[int, int, int, int]:
+        """First and last column, first and last row (from the top) that Agg draws in with
+        ``gc``: its clip rectangle rounded to whole pixels as Agg's ``set_clipbox`` does,
+        within the canvas."""
+        width, height = int(self.width), int(self.height)
+        clip = gc.get_clip_rectangle()
+        if clip is None:
+            return 0, width - 1, 0, height - 1
+        x0 = max(math.floor(clip.x0 + 0.5), 0)
+        x1 = min(math.floor(clip.x1 + 0.5), width)
+        y0 = max(math.floor(height - clip.y0 + 0.5), 0)
+        y1 = min(math.floor(height - clip.y1 + 0.5), height)
+        x0, x1 = sorted((x0, x1))
+        y0, y1 = sorted((y0, y1))
+        return max(x0, 0), min(x1, width - 1), max(y0, 0), min(y1, height - 1)
 
     def _text_layout(self, s: str, prop: Any, mtext: Any = None):
         """``(layout, glyph positions in 1/64 px)`` of ``s`` when its layout can be learnt
