@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from spikelab.workflow.inputs import Recording, discover_recordings
 from spikelab.workflow.stale import find_stale
 from spikelab.workflow.summary import read_summary
 from spikelab.workflow.targets import declared_outputs, targets_from_config
+from spikelab.workflow.verify import compare_spikedata
 
 RECORDINGS = ("empty_units", "neg_start", "small")
 TARGETS = ("hdf5/ragged", "hdf5/raster", "kilosort", "nwb", "pickle")
@@ -290,6 +292,132 @@ def test_a_job_of_more_than_128_outputs_reruns_on_params_code_and_mtime_changes(
     assert planned_jobs(wd) == Counter()
     edit_recording(wd / "example" / "recordings" / "rec139.pkl")  # an input's content and mtime
     assert planned_jobs(wd) == per_batch_jobs(batch.key, targets=["pickle"])
+
+
+def _starts_a_batch(name: str, batch_size: int) -> bool:
+    """True when ``name`` is a natural batch boundary (it starts a batch wherever it sorts)."""
+    first = Recording("", "")  # sorts before every name
+    return len(plan_batches([first, Recording(name, name)], batch_size)) == 2
+
+
+def _plan(folder: Path, batch_size: int):
+    return plan_batches([Recording(p.stem, p.stem) for p in folder.glob("*.pkl")], batch_size)
+
+
+def test_a_changed_set_of_inputs_of_a_batch_of_more_than_128_outputs_reruns_only_that_batch(
+    tmp_path,
+):
+    # Snakemake's record cache is sized to the largest job (spikelab/workflow/persistence.py).
+    # A batch of 141 recordings (142 outputs per export and figure job) and a small batch; a
+    # recording added to the big batch, then one removed from it, then that one put back: each
+    # time the big batch re-runs, the small one does not, the new recording is converted and
+    # verified, and the removed one's outputs are listed as stale, not kept as current.
+    size = 50  # forced cut at 4 x 50 = 200 names: the big batch is one natural chunk
+    big = [n for n in (f"rec{i:03d}" for i in range(200)) if not _starts_a_batch(n, size)]
+    big = big[:141]
+    (boundary,) = [n for n in (f"zz{i:03d}" for i in range(1000)) if _starts_a_batch(n, size)][:1]
+    small = [
+        boundary,
+        *[n for n in (f"{boundary}_{i}" for i in range(50)) if not _starts_a_batch(n, size)][:2],
+    ]
+    added = next(n for n in (f"rec070_{i}" for i in range(50)) if not _starts_a_batch(n, size))
+    removed = big[100]
+
+    wd = copy_workflow(tmp_path / "wf", example=False)
+    data = wd / "many"
+    data.mkdir()
+    source = REPO / "example" / "recordings" / "small.pkl"
+    for name in [*big, *small]:
+        shutil.copy(source, data / f"{name}.pkl")
+    set_config(
+        wd,
+        inputs={"directory": "many", "glob": None, "sample_sheet": None},
+        fs_Hz=20000.0,
+        batch_size=size,
+        formats=["pickle"],
+        isolation__enabled=False,
+    )
+    first, second = _plan(data, size)
+    assert first.names == sorted(big) and second.names == sorted(small)
+    assert len(first.names) + 1 > 128  # the export job's outputs: one per recording, the JSON
+    smk(wd)
+    assert planned_jobs(wd) == Counter()
+
+    def outputs(names):
+        return {f"results/pickle/{n}.pkl" for n in names} | {
+            f"results/report/{n}.png" for n in names
+        }
+
+    def rerun(sources: bool = True):
+        """Run again after the set changed: the changed batch's jobs re-run (its source list
+        with them unless ``sources`` is False), the small batch's do not, every current
+        recording verifies; return the plan, the changed batch and the terminal output."""
+        plan = _plan(data, size)
+        changed = plan[0]
+        assert len(plan) == 2 and plan[1] == second  # the small batch is untouched
+        assert planned_jobs(wd) == per_batch_jobs(changed.key, targets=["pickle"], sources=sources)
+        before = mtimes(wd)
+        proc = smk(wd)
+        after = mtimes(wd)
+        rewritten = {p for p in after if before.get(p) != after[p]}
+        # every output of the changed batch was written again, none of the small batch's
+        assert outputs(changed.names) <= rewritten
+        assert not rewritten & outputs(second.names)
+        assert {p for p in before if p not in after} == set()  # nothing deleted
+        # the summary covers exactly the current recordings, each verified
+        rows = read_summary(wd / "results" / "summary.tsv")
+        assert sorted(r["recording"] for r in rows) == sorted([*changed.names, *second.names])
+        assert {r["status"] for r in rows} == {"ok"}
+        assert (wd / "results" / "verified.ok").is_file()
+        doc = json.loads((wd / f"results/verify/pickle/{changed.key}.json").read_text())
+        assert sorted(r["recording"] for r in doc["results"]) == changed.names
+        assert planned_jobs(wd) == Counter()
+        return plan, changed, proc.stdout + proc.stderr
+
+    # (a) a recording joins the big batch
+    other = REPO / "example" / "recordings" / "neg_start.pkl"
+    shutil.copy(other, data / f"{added}.pkl")
+    _, batch_a, out = rerun()
+    assert added in batch_a.names and len(batch_a.names) == len(first.names) + 1
+    written = load_spikedata_from_pickle(wd / "results" / "pickle" / f"{added}.pkl")
+    assert compare_spikedata(load_spikedata_from_pickle(other), written).ok
+    old = [
+        f"results/report/stats/{first.key}.json",
+        f"results/sources/{first.key}.tsv",
+        f"results/verify/pickle/{first.key}.json",
+    ]
+    (line,) = _own_lines(out, "belong to no current recording")
+    assert line.startswith(
+        f"3 outputs belong to no current recording or target in results/: {', '.join(old)};"
+    )
+
+    # (b) a recording leaves the big batch: its outputs stay on disk, as stale outputs only
+    (data / f"{removed}.pkl").unlink()
+    _, batch_b, out = rerun()
+    assert batch_b.names == sorted(set(batch_a.names) - {removed})
+    gone = [f"results/pickle/{removed}.pkl", f"results/report/{removed}.png"]
+    assert all((wd / p).is_file() for p in gone)
+    stale = sorted([*gone, *old, *(p.replace(first.key, batch_a.key) for p in old)])
+    (line,) = _own_lines(out, "belong to no current recording")
+    assert line.startswith(  # the check names the first five (sorted) of the eight
+        "8 outputs belong to no current recording or target in results/: "
+        f"{', '.join(stale[:5])} and 3 more;"
+    )
+    table = (wd / "results" / "report" / "recordings.tsv").read_text()
+    assert f"\n{removed}\t" not in table and f"\n{added}\t" in table
+
+    # (c) it comes back: the membership of (a), whose verify JSON, numbers and source list lie
+    # in results/ from run (a), while (b) rewrote the batch's other outputs. Only the records
+    # of those outputs (their params and input sets, read through the enlarged cache) say that
+    # the export and figure jobs must run again; the source list is the same and is kept.
+    shutil.copy(source, data / f"{removed}.pkl")
+    _, batch_c, out = rerun(sources=False)
+    assert batch_c == batch_a
+    (line,) = _own_lines(out, "belong to no current recording")
+    assert line.startswith("6 outputs belong to no current recording or target in results/: ")
+    stale = [*old, *(p.replace(first.key, batch_b.key) for p in old)]
+    _list_and_clean_stale(wd, stale)
+    assert planned_jobs(wd) == Counter()
 
 
 # ------------------------------------------------------------------ errors at start
