@@ -7,9 +7,10 @@ Usage::
 
 Small recordings first: ms per figure before issue #16 (``figures_before.py``: a new figure per
 recording, ``savefig``), after its first round (one figure per process, layouts and glyphs
-kept, a quick PNG writer: the code of now with ``agg.LEARN_LAYOUT``, ``agg.BLEND_TEXT`` and
-``figures.QUICK_DRAW`` off) and now (text laid out from learnt pairs, black text blended by
-table, spines replayed, unchanged limits not set again), side by side in this run,
+kept, a quick PNG writer: the code of now with ``agg.LEARN_LAYOUT``, ``agg.BLEND_TEXT``,
+``agg.STAMP_MARKERS`` and ``figures.QUICK_DRAW`` off) and now (text laid out from learnt pairs,
+black text blended by table, spines replayed, unchanged limits not set again, the raster's
+markers stamped by table; round tops of the rate axis in both), side by side in this run,
 alternating, median of ``--repeats`` passes over ``--small`` distinct recordings (CPU and wall
 time of the drawing and writing, recordings already loaded; matplotlib's cache of text sizes is
 emptied before each pass, as every recording of a job is new):
@@ -92,11 +93,11 @@ def small_recording(seed: int, n_units: int = 8, rate_Hz: float = 17.5, seconds:
 
 
 def _round1(on: bool) -> None:
-    """Turn what issue #16's second round added off (``on=False``: the first round's drawing,
-    the same pixels) or on."""
+    """Turn what issue #16's later rounds added off (``on=True``: the first round's drawing,
+    the same pixels) or on again."""
     from spikelab.report import agg, figures
 
-    agg.LEARN_LAYOUT = agg.BLEND_TEXT = figures.QUICK_DRAW = not on
+    agg.LEARN_LAYOUT = agg.BLEND_TEXT = agg.STAMP_MARKERS = figures.QUICK_DRAW = not on
 
 
 def _pass(draw, recordings, out: Path) -> tuple[float, float]:

@@ -581,13 +581,13 @@ def test_stamped_markers_are_agg_s_pixels(case, monkeypatch):
 
 
 def test_the_first_rounds_drawing_gives_the_same_figure(tmp_path, monkeypatch):
-    """bench_figures.py times the drawing before issue #16's second round by turning its
+    """bench_figures.py times the drawing before issue #16's later rounds by turning their
     additions off: the figure must be the same."""
     from spikelab.report import agg, figures
 
     sd = random_recording(23, 2500, 10_000.0, seed=12)
     draw_recording_figure(sd, "r", tmp_path / "now.png")
-    for name in ("LEARN_LAYOUT", "BLEND_TEXT"):
+    for name in ("LEARN_LAYOUT", "BLEND_TEXT", "STAMP_MARKERS"):
         monkeypatch.setattr(agg, name, False)
     monkeypatch.setattr(figures, "QUICK_DRAW", False)
     draw_recording_figure(sd, "r", tmp_path / "round1.png")
