@@ -13,10 +13,10 @@ layout only (the axes of a time span and number of units) is drawn once and rest
 spines are drawn again from the paths they drew (:class:`_Replayed`), glyphs are rendered once
 and text is laid out from what was learnt of the font and blended by table, the raster's ticks
 are stamped by table (:mod:`spikelab.report.agg`), and the PNG is written by a quick encoder.
-The rate axis tops at a round value (:func:`rate_axis_top`), so a batch has few rate axes. A figure is then the
-same, pixel for pixel, as drawn in a fresh process; a small one costs well under 10 ms of CPU
-instead of ~85 ms (``bench/bench_figures.py``). Not for use from several threads at once
-(neither is matplotlib).
+The rate axis tops at a round value (:func:`rate_axis_top`), so a batch has few rate axes. A
+figure is then the same, pixel for pixel, as drawn in a fresh process; a small one costs well
+under 10 ms of CPU instead of ~85 ms (``bench/bench_figures.py``). Not for use from several
+threads at once (neither is matplotlib).
 """
 
 from __future__ import annotations
