@@ -1,5 +1,6 @@
 """Killing an export at any moment never leaves a corrupt file at the final path."""
 
+import contextlib
 import os
 import random
 import signal
@@ -110,3 +111,82 @@ def test_cleanup_removes_only_the_exact_targets_temporaries_of_dead_writers(tmp_
     export_to_pickle(SpikeData([[1.0]], length=2.0), tmp_path / "a.pkl")
     assert not stale.exists()
     assert in_flight.read_bytes() == b"partial" and live.read_bytes() == b"partial"
+
+
+@pytest.mark.parametrize("listed_once", [False, True])
+def test_cleanup_within_one_listing_removes_the_same_temporaries(tmp_path, listed_once):
+    """Within ``temporaries_listed_once`` (a batch job), writes clean up exactly what they
+    would clean up alone: a dead writer's temporaries of their own output, nothing else."""
+    from spikelab.formats.atomic import temporaries_listed_once
+
+    dead = 2**22 + 12345
+    stale = [tmp_path / f".r{i}.pkl.pid{dead}.k3j9x_2q.tmp" for i in range(3)]
+    stale_old = tmp_path / f".r3.pkl.pid{dead}.abcd_123.old"  # killed mid-swap of a folder
+    other_output = f"r0.pkl.pid{dead}.b.pkl"
+    in_flight = tmp_path / f".{other_output}.pid{dead}.zz81abcd.tmp"
+    live = tmp_path / f".r1.pkl.pid{os.getpid()}.abcdefgh.tmp"
+    for path in (*stale, stale_old, in_flight, live):
+        path.write_bytes(b"partial")
+    scope = temporaries_listed_once() if listed_once else contextlib.nullcontext()
+    with scope:
+        for i in range(4):
+            export_to_pickle(SpikeData([[1.0]], length=2.0), tmp_path / f"r{i}.pkl")
+    assert not any(path.exists() for path in (*stale, stale_old))
+    assert in_flight.read_bytes() == b"partial" and live.read_bytes() == b"partial"
+
+
+def test_one_listing_per_folder_within_a_batch_and_afresh_after_a_worker_died(
+    tmp_path, monkeypatch
+):
+    """A batch lists each output folder once, not once per file; a temporary that appears
+    after that listing (a worker killed while writing) is removed by
+    ``remove_stale_temporaries``, which the jobs call after such a death, and the block's end
+    brings back one listing per write."""
+    from spikelab.formats import atomic
+    from spikelab.formats.atomic import remove_stale_temporaries, temporaries_listed_once
+
+    listed = []
+    real = atomic._list_temporaries
+    monkeypatch.setattr(
+        atomic, "_list_temporaries", lambda folder: listed.append(folder) or real(folder)
+    )
+    dead = 2**22 + 12345
+    sd = SpikeData([[1.0]], length=2.0)
+    with temporaries_listed_once():
+        with temporaries_listed_once():  # nested: the same listings
+            export_to_pickle(sd, tmp_path / "a" / "r0.pkl")
+        for i in range(1, 50):
+            export_to_pickle(sd, tmp_path / "a" / f"r{i}.pkl")
+        export_to_pickle(sd, tmp_path / "b" / "r0.pkl")
+        late = tmp_path / "a" / f".r7.pkl.pid{dead}.k3j9x_2q.tmp"
+        late.write_bytes(b"partial")
+        export_to_pickle(sd, tmp_path / "a" / "r7.pkl")
+        assert late.exists()  # not in the listing: left for the next run...
+        remove_stale_temporaries(tmp_path / "a" / "r7.pkl")
+        assert not late.exists()  # ...or for the job that saw its worker die
+    assert listed == [tmp_path / "a", tmp_path / "b"]
+    late.write_bytes(b"partial")
+    export_to_pickle(sd, tmp_path / "a" / "r7.pkl")
+    assert not late.exists()
+
+
+def test_a_batch_lists_each_output_folder_once(tmp_path, monkeypatch):
+    """``for_each_recording`` (every batch job) writes within one listing per folder."""
+    from spikelab.formats import atomic
+    from spikelab.jobs import for_each_recording
+
+    listed = []
+    real = atomic._list_temporaries
+    monkeypatch.setattr(
+        atomic, "_list_temporaries", lambda folder: listed.append(folder) or real(folder)
+    )
+    sd = SpikeData([[1.0]], length=2.0)
+    for_each_recording(
+        [f"r{i}" for i in range(20)],
+        lambda name: export_to_pickle(sd, tmp_path / f"{name}.pkl"),
+        on_fault=lambda item, fault, keep_going: None,
+        context=str,
+        failed="{bad} of {total}",
+    )
+    assert listed == [tmp_path]
+    assert len(list(tmp_path.glob("r*.pkl"))) == 20
