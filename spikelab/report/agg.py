@@ -60,6 +60,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hi
 from matplotlib.font_manager import fontManager, get_font
 from matplotlib.ft2font import FT2Font
 
+try:  # matplotlib >= 3.10 (where text is drawn glyph by glyph: CACHES_GLYPHS)
+    from matplotlib.ft2font import RenderMode
+except ImportError:  # pragma: no cover
+    RenderMode = None
+
 try:  # ISA-L's deflate: zlib's format, ~10x faster than zlib at the same size for figures
     from isal.isal_zlib import compress as _deflate
 except ImportError:  # pragma: no cover - isal is a dependency; zlib where it has no wheel
@@ -263,7 +268,7 @@ def _hinting_flag() -> tuple[Any, int]:
 
 
 #: Whether this matplotlib draws text glyph by glyph through the method overridden below.
-CACHES_GLYPHS = all(
+CACHES_GLYPHS = RenderMode is not None and all(
     (
         hasattr(RendererAgg, "_draw_text_glyphs_and_boxes"),
         hasattr(FT2Font, "_set_transform"),
@@ -577,8 +582,6 @@ class GlyphCachingRenderer(RendererAgg):
 
     def _draw_text_glyphs_and_boxes(self, gc, x, y, angle, glyphs, boxes):
         # The same steps as RendererAgg's (matplotlib 3.11), with FreeType's bitmap kept.
-        from matplotlib.ft2font import RenderMode
-
         cos = math.cos(math.radians(angle))
         sin = math.sin(math.radians(angle))
         load_flags, flags_key = _hinting_flag()
@@ -645,20 +648,31 @@ class GlyphCachingRenderer(RendererAgg):
         y1 = max(y + b.shape[0] for b, _, y in placed)
         if x0 < 0 or y0 < 0 or x1 > self.width or y1 > self.height:
             return False
-        region = np.asarray(self._renderer)[y0:y1, x0:x1]
-        grey = region[..., 0]
-        if not (
-            (region[..., 3] == 0xFF).all()
-            and (region[..., 1] == grey).all()
-            and (region[..., 2] == grey).all()
-        ):
-            return False
-        grey = grey.copy()
+        pixels = np.asarray(self._renderer)
+        if sys.byteorder == "little" and pixels.flags.c_contiguous:
+            # A pixel as one number (A B G R): opaque grey where it is _OPAQUE_GREY of its red.
+            region = pixels.view(np.uint32)[y0:y1, x0:x1, 0]
+            grey = (region & 0xFF).astype(np.uint8)
+            if not np.array_equal(_OPAQUE_GREY[grey], region):
+                return False
+        else:  # pragma: no cover - Agg's buffer is C-contiguous; big-endian machines
+            region = pixels[y0:y1, x0:x1]
+            grey = region[..., 0]
+            if not (
+                (region[..., 3] == 0xFF).all()
+                and (region[..., 1] == grey).all()
+                and (region[..., 2] == grey).all()
+            ):
+                return False
+            grey = grey.copy()
         for bitmap, x, y in placed:
             h, w = bitmap.shape
             under = grey[y - y0 : y - y0 + h, x - x0 : x - x0 + w]
             under[...] = table[under, bitmap]
-        region[..., :3] = grey[..., np.newaxis]
+        if region.ndim == 2:
+            region[...] = _OPAQUE_GREY[grey]
+        else:  # pragma: no cover - as above
+            region[..., :3] = grey[..., np.newaxis]
         return True
 
 
