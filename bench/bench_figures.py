@@ -8,9 +8,11 @@ Usage::
 Small recordings first: ms per figure before issue #16 (``figures_before.py``: a new figure per
 recording, ``savefig``), after its first round (one figure per process, layouts and glyphs
 kept, a quick PNG writer: the code of now with ``agg.LEARN_LAYOUT``, ``agg.BLEND_TEXT``,
-``agg.STAMP_MARKERS`` and ``figures.QUICK_DRAW`` off) and now (text laid out from learnt pairs,
-black text blended by table, spines replayed, unchanged limits not set again, the raster's
-markers stamped by table; round tops of the rate axis in both), side by side in this run,
+``agg.STAMP_MARKERS``, ``agg.KEEP_FONT_HEIGHTS``, ``figures.QUICK_DRAW`` and
+``figures.QUICK_AXIS`` off) and now (text laid out from learnt pairs, black text blended by
+table, spines replayed, unchanged limits not set again, the raster's markers stamped by table,
+font heights kept, a new axis drawn without matplotlib's repeats; round tops of the rate axis
+in both), side by side in this run,
 alternating, median of ``--repeats`` passes over ``--small`` distinct recordings (CPU and wall
 time of the drawing and writing, recordings already loaded; matplotlib's cache of text sizes is
 emptied before each pass, as every recording of a job is new):
@@ -19,7 +21,9 @@ emptied before each pass, as every recording of a job is new):
   (the target: <= 10 ms);
 - 8-50 units, 10 s: the first pass of a fresh process (each new number of units draws its unit
   axis once), and a second pass (all layouts seen);
-- the figure job (``draw_batch``: loading included) with each recording in a forked child.
+- the figure job (``draw_batch``: loading included) with each recording in a forked child;
+- a new unit axis (8-50 units) drawn by matplotlib as it is (``agg.KEEP_FONT_HEIGHTS`` and
+  ``figures.QUICK_AXIS`` off) and quickly (on), and the figure that draws it, alternating.
 
 Then (unless ``--small-only``) a large recording, generated once with bench_exporters.py's fixed
 seed: 1000 units, 600 s, about 10 million spikes, drawn as a binned rate image. Loads it with the
@@ -98,6 +102,57 @@ def _round1(on: bool) -> None:
     from spikelab.report import agg, figures
 
     agg.LEARN_LAYOUT = agg.BLEND_TEXT = agg.STAMP_MARKERS = figures.QUICK_DRAW = not on
+    _quick_axis(not on)
+
+
+def _quick_axis(on: bool) -> None:
+    """Turn the quick drawing of a new axis (font heights kept, repeats skipped) on or off."""
+    from spikelab.report import agg, figures
+
+    agg.KEEP_FONT_HEIGHTS = figures.QUICK_AXIS = on
+
+
+def bench_unit_axes(repeats: int, tmp: Path) -> None:
+    """ms to draw a new unit axis (8-50 units), and CPU ms of a figure that draws one, with
+    the quick axis drawing off and on, alternating in this run (glyphs and pairs known)."""
+    from spikelab.report import figures
+
+    recordings = {n: small_recording(seed=n, n_units=n) for n in range(8, 51)}
+    figures.draw_recording_figure(recordings[8], "warm", tmp / "warm.png")
+    overview = figures._overview(10.0, 6.0, 100.0)
+    axis, draw = overview.ax.yaxis, type(overview.ax.yaxis).draw
+    took: list[float] = []
+
+    def timed(self, renderer):
+        t0 = time.perf_counter()
+        draw(self, renderer)
+        if self is axis:
+            took.append(time.perf_counter() - t0)
+
+    sides: dict[bool, tuple[list, list]] = {False: ([], []), True: ([], [])}
+    type(axis).draw = timed
+    try:
+        for rep in range(repeats + 1):  # the first pass warms both sides up
+            for n, sd in recordings.items():
+                for on in (False, True) if (n + rep) % 2 else (True, False):
+                    _quick_axis(on)
+                    overview.unit_axes.clear()
+                    took.clear()
+                    cpu = time.process_time()
+                    figures.draw_recording_figure(sd, "r", tmp / "r.png")
+                    if rep:
+                        sides[on][0].append(took[0] * 1e3)
+                        sides[on][1].append((time.process_time() - cpu) * 1e3)
+    finally:
+        type(axis).draw = draw
+        _quick_axis(True)
+    (axis_off, fig_off), (axis_on, fig_on) = sides[False], sides[True]
+    med = statistics.median
+    print(
+        f"new unit axis, 8-50 units (median of {len(axis_on)}): axis.draw {med(axis_off):.2f} "
+        f"-> {med(axis_on):.2f} ms ({med(axis_off) / med(axis_on):.2f}x); the figure drawing "
+        f"it {med(fig_off):.2f} -> {med(fig_on):.2f} ms CPU"
+    )
 
 
 def _pass(draw, recordings, out: Path) -> tuple[float, float]:
@@ -200,6 +255,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-figures-small-") as tmp:
         bench_small(args.small, args.repeats, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="bench-figures-axes-") as tmp:
+        bench_unit_axes(args.repeats, Path(tmp))
     if args.small_only:
         return
     print()

@@ -377,6 +377,69 @@ def test_kept_layouts_and_glyphs_give_the_pixels_of_a_full_matplotlib_draw(tmp_p
         _fresh_process_state()
 
 
+def test_a_new_unit_axis_is_matplotlibs_for_every_number_of_units(tmp_path):
+    """The unit axis drawn for a new number of units (ticks: 1 to 200 units, image: more), as
+    kept and restored, equals matplotlib's stock Agg renderer drawing that axis on the same
+    background (no glyph cache, no learnt layout, no font heights kept, no repeat skipped)."""
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    from spikelab.report import figures
+
+    _fresh_process_state()
+    overview = figures._overview(10.0, 6.0, 100.0)
+    axis = overview.ax.yaxis
+    for n in [*range(1, 201), 201, 250, 333, 400, 1000, 4096]:
+        sd = random_recording(n, 3 * n, 10_000.0, seed=n)
+        result = draw_recording_figure(sd, "r", tmp_path / "r.png")
+        assert result.mode == ("ticks" if n <= 200 else "image")
+        [(background, _)] = overview.backgrounds.values()  # the same time axes throughout
+        [key] = [key for key in overview.unit_axes if key[-1] == n]
+        (rows, cols), block, mask = overview.unit_axes[key][0]
+        ours = background.copy()
+        np.copyto(ours[rows, cols], block, where=mask)
+        stock = RendererAgg(*background.shape[1::-1], 100.0)
+        np.copyto(np.asarray(stock.buffer_rgba()), background)
+        axis.draw(stock)  # the axis is still set for n units
+        np.testing.assert_array_equal(ours, np.asarray(stock.buffer_rgba()), err_msg=f"{n} units")
+        # Nothing of the quick drawing is left on the axis or its tick labels.
+        assert not {"_update_ticks", "_get_ticklabel_bboxes"} & set(vars(axis))
+        labels = [t.label1 for t in axis.get_major_ticks()]
+        assert not any("_get_layout" in vars(label) for label in labels)
+    _fresh_process_state()
+
+
+def test_kept_font_heights_lay_text_out_as_matplotlib():
+    """Text laid out with the line heights the renderer keeps equals matplotlib's layout from
+    the font's tables: several lines, fonts, sizes, weights, resolutions, angles and a window
+    extent asked at another resolution."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.figure import Figure
+
+    from spikelab.report.agg import GlyphCachingCanvas
+
+    for dpi in (72.0, 100.0, 150.0):
+        fig = Figure(figsize=(4.0, 3.0), dpi=dpi)
+        ours = GlyphCachingCanvas(fig).get_renderer()
+        assert ours.figure is fig
+        stock = RendererAgg(*ours.get_canvas_width_height(), dpi)
+        texts = [
+            fig.text(0.1, 0.5, s, fontsize=size, family=family, weight=weight, rotation=angle)
+            for s in ("10", "unit", "two\nlines", "a\nb\nthree lines, Qy")
+            for size in (7, 9.5, 11)
+            for family in ("sans-serif", "serif", "monospace")
+            for weight in ("normal", "bold")
+            for angle in (0, 90)
+        ]
+        for text in texts:
+            assert None not in ours._get_font_height_metrics(text.get_fontproperties())
+            laid_out = {}
+            for renderer in (ours, stock):
+                bbox, lines, corner = text._get_layout(renderer)
+                extent = text.get_window_extent(renderer, dpi=2 * dpi)
+                laid_out[renderer] = (bbox.bounds, lines, corner, extent.bounds)
+            assert laid_out[ours] == laid_out[stock], text.get_text()
+
+
 def test_a_forked_child_reuses_the_parents_figure(tmp_path):
     from spikelab import isolation
 
@@ -587,8 +650,9 @@ def test_the_first_rounds_drawing_gives_the_same_figure(tmp_path, monkeypatch):
 
     sd = random_recording(23, 2500, 10_000.0, seed=12)
     draw_recording_figure(sd, "r", tmp_path / "now.png")
-    for name in ("LEARN_LAYOUT", "BLEND_TEXT", "STAMP_MARKERS"):
+    for name in ("LEARN_LAYOUT", "BLEND_TEXT", "STAMP_MARKERS", "KEEP_FONT_HEIGHTS"):
         monkeypatch.setattr(agg, name, False)
-    monkeypatch.setattr(figures, "QUICK_DRAW", False)
+    for name in ("QUICK_DRAW", "QUICK_AXIS"):
+        monkeypatch.setattr(figures, name, False)
     draw_recording_figure(sd, "r", tmp_path / "round1.png")
     assert (tmp_path / "round1.png").read_bytes() == (tmp_path / "now.png").read_bytes()

@@ -24,6 +24,11 @@ string holding such a pair is always laid out by matplotlib. The positions, widt
 and descents are those matplotlib computes, to the 1/64 px (``tests/test_report_figures.py``
 compares them on many strings).
 
+matplotlib also finds the font and reads its OS/2 (or hhea) table for every text it lays out, to
+get the line height (a tick label is laid out twice per drawing); the renderer answers that
+from what it keeps per font, size and resolution, computed by the same steps (matplotlib 3.11's
+``_get_font_height_metrics`` hook; the figure's resolution, as matplotlib reads it).
+
 Opaque black text over opaque grey (a title on the figure's white) is blended glyph after glyph
 by a table of what Agg makes of each grey under each coverage, read from Agg itself, instead
 of one ``draw_text_image`` call per glyph; anything else is drawn by Agg as before.
@@ -39,6 +44,7 @@ Importing this module imports matplotlib: import it inside the functions that dr
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import struct
@@ -53,6 +59,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hinting_flag
 from matplotlib.font_manager import fontManager, get_font
 from matplotlib.ft2font import FT2Font
+
+try:  # matplotlib >= 3.10 (where text is drawn glyph by glyph: CACHES_GLYPHS)
+    from matplotlib.ft2font import RenderMode
+except ImportError:  # pragma: no cover
+    RenderMode = None
 
 try:  # ISA-L's deflate: zlib's format, ~10x faster than zlib at the same size for figures
     from isal.isal_zlib import compress as _deflate
@@ -171,10 +182,15 @@ class _Layout:
 _layouts: dict[tuple, _Layout] = {}
 
 #: What matplotlib's findfont depends on, besides the font properties.
-_FONT_RC = tuple(
-    f"font.{key}"
-    for key in "family style variant weight stretch size serif sans-serif cursive fantasy "
-    "monospace".split()
+_FONT_RC = (
+    *(
+        f"font.{key}"
+        for key in "family style variant weight stretch size serif sans-serif cursive fantasy "
+        "monospace".split()
+    ),
+    "text.hinting_factor",
+    "text.kerning_factor",  # what get_font keys on besides the paths (3.11)
+    "font.enable_last_resort",
 )
 _fonts: dict[tuple, Any] = {}
 
@@ -182,11 +198,11 @@ _fonts: dict[tuple, Any] = {}
 def _font(prop: Any) -> Any:
     """``get_font(fontManager._find_fonts_by_props(prop))``, kept by the properties' hash (as
     matplotlib keeps its font lookups) and everything else the lookup depends on."""
-    rc = matplotlib.rcParams
+    # rcParams read as a dict (no deprecation checks: these keys have none), None if absent.
+    rc = map(dict.get, itertools.repeat(matplotlib.rcParams, len(_FONT_RC)), _FONT_RC)
     key = (
         hash(prop),
-        tuple(tuple(v) if isinstance(v, list) else v for v in map(rc.__getitem__, _FONT_RC)),
-        rc["text.hinting_factor"],
+        *[tuple(v) if v.__class__ is list else v for v in rc],
         os.getenv("MPL_IGNORE_SYSTEM_FONTS"),
         threading.get_ident(),  # as get_font: an FT2Font per thread
     )
@@ -198,8 +214,61 @@ def _font(prop: Any) -> Any:
     return font
 
 
+#: Whether a text's line height is read from what was kept of the font (False: matplotlib
+#: looks the font and its tables up for each text, for comparisons).
+KEEP_FONT_HEIGHTS = True
+
+_font_heights: dict[tuple, tuple[float, float, float]] = {}
+
+
+def _font_height_metrics(prop: Any, dpi: float) -> tuple[float, float, float]:
+    """``(ascent, descent, line gap)`` (px) of the font of ``prop`` at ``dpi``, as matplotlib's
+    ``Text._get_layout`` computes them from the font's OS/2 or hhea table, kept per font, size
+    and resolution (matplotlib looks the font up and reads two tables for every text)."""
+    font = _font(prop)
+    fontsize = prop.get_size_in_points()
+    key = (font, fontsize, dpi)
+    metrics = _font_heights.get(key)
+    if metrics is None:
+        possible = [
+            ("OS/2", "sTypoLineGap", "sTypoAscender", "sTypoDescender"),
+            ("hhea", "lineGap", "ascent", "descent"),
+        ]
+        metrics = (None, None, None)
+        for table_name, linegap_key, ascent_key, descent_key in possible:
+            table = font.get_sfnt_table(table_name)
+            if table is None:
+                continue
+            # The same steps as matplotlib 3.11's Text._get_layout (the same floats).
+            units_per_em = font.get_sfnt_table("head")["unitsPerEm"]
+            scale = 1 / units_per_em * fontsize * dpi / 72
+            line_gap = table[linegap_key] * scale
+            min_ascent = table[ascent_key] * scale
+            min_descent = -table[descent_key] * scale
+            metrics = (min_ascent, min_descent, line_gap)
+            break
+        if len(_font_heights) >= 256:
+            _font_heights.clear()
+        _font_heights[key] = metrics
+    return metrics
+
+
+_hinting_flags: dict[Any, Any] = {}
+
+
+def _hinting_flag() -> tuple[Any, int]:
+    """``get_hinting_flag()`` and its value (a key that hashes quicker than the enum), kept per
+    value of ``rcParams["text.hinting"]`` (all it reads)."""
+    value = dict.get(matplotlib.rcParams, "text.hinting")
+    found = _hinting_flags.get((type(value), value))
+    if found is None:
+        flag = get_hinting_flag()
+        found = _hinting_flags[type(value), value] = (flag, int(flag.value))
+    return found
+
+
 #: Whether this matplotlib draws text glyph by glyph through the method overridden below.
-CACHES_GLYPHS = all(
+CACHES_GLYPHS = RenderMode is not None and all(
     (
         hasattr(RendererAgg, "_draw_text_glyphs_and_boxes"),
         hasattr(FT2Font, "_set_transform"),
@@ -444,8 +513,8 @@ class GlyphCachingRenderer(RendererAgg):
         if not str(font.fname).startswith(_SHIPPED_FONTS):
             return None
         size = prop.get_size_in_points()
-        flags = get_hinting_flag()
-        key = (font, size, self.dpi, flags)
+        flags, flags_key = _hinting_flag()
+        key = (font, size, self.dpi, flags_key)
         layout = _layouts.get(key)
         if layout is None:
             if len(_layouts) >= MAX_LAYOUTS:
@@ -469,6 +538,18 @@ class GlyphCachingRenderer(RendererAgg):
                 return None
             xs = layout.positions(s)
         return layout, xs
+
+    #: The figure whose text this renderer draws (set by :class:`GlyphCachingCanvas`): its
+    #: resolution is the one matplotlib scales a font's line height by.
+    figure: Any = None
+
+    def _get_font_height_metrics(self, prop):
+        # Called by matplotlib's Text._get_layout (3.11) for each text laid out: (None, None,
+        # None) lets it read the font's tables itself.
+        figure = self.figure
+        if not KEEP_FONT_HEIGHTS or figure is None:
+            return None, None, None
+        return _font_height_metrics(prop, figure.dpi)
 
     def get_text_width_height_descent(self, s, prop, ismath):
         if ismath is False and CACHES_GLYPHS:
@@ -501,26 +582,27 @@ class GlyphCachingRenderer(RendererAgg):
 
     def _draw_text_glyphs_and_boxes(self, gc, x, y, angle, glyphs, boxes):
         # The same steps as RendererAgg's (matplotlib 3.11), with FreeType's bitmap kept.
-        from matplotlib.ft2font import RenderMode
-
         cos = math.cos(math.radians(angle))
         sin = math.sin(math.radians(angle))
-        load_flags = get_hinting_flag()
+        load_flags, flags_key = _hinting_flag()
         antialiased = gc.get_antialiased()
         mode = RenderMode.NORMAL if antialiased else RenderMode.MONO
         height = self.height
-        matrices: dict[tuple[float, float], tuple[np.ndarray, bytes]] = {}
         placed = []  # (bitmap, column, row of its top) of each glyph
         for font, size, glyph_index, slant, extend, dx, dy in glyphs:  # dy is upwards
-            if (slant, extend) not in matrices:
+            found = _matrices.get((angle, slant, extend))
+            if found is None:
                 rotate = 0x10000 * np.array([[cos, -sin], [sin, cos]])
                 matrix = (rotate @ [[extend, extend * slant], [0, 1]]).round().astype(int)
-                matrices[slant, extend] = matrix, matrix.tobytes()
-            matrix, matrix_key = matrices[slant, extend]
+                matrix.flags.writeable = False
+                if len(_matrices) >= 256:
+                    _matrices.clear()
+                found = _matrices[angle, slant, extend] = matrix, matrix.tobytes()
+            matrix, matrix_key = found
             # FreeType's position (1/64 px; its y is upwards): whole pixels and the rest.
             px = round(0x40 * (x + dx * cos - dy * sin))
             py = round(0x40 * (height - y + dx * sin + dy * cos))
-            key = (font, size, self.dpi, glyph_index, load_flags, antialiased)
+            key = (font, size, self.dpi, glyph_index, flags_key, antialiased)
             key += (matrix_key, px & 0x3F, py & 0x3F)
             cached = _glyphs.get(key)
             if cached is None:
@@ -566,22 +648,36 @@ class GlyphCachingRenderer(RendererAgg):
         y1 = max(y + b.shape[0] for b, _, y in placed)
         if x0 < 0 or y0 < 0 or x1 > self.width or y1 > self.height:
             return False
-        region = np.asarray(self._renderer)[y0:y1, x0:x1]
-        grey = region[..., 0]
-        if not (
-            (region[..., 3] == 0xFF).all()
-            and (region[..., 1] == grey).all()
-            and (region[..., 2] == grey).all()
-        ):
-            return False
-        grey = grey.copy()
+        pixels = np.asarray(self._renderer)
+        if sys.byteorder == "little" and pixels.flags.c_contiguous:
+            # A pixel as one number (A B G R): opaque grey where it is _OPAQUE_GREY of its red.
+            region = pixels.view(np.uint32)[y0:y1, x0:x1, 0]
+            grey = (region & 0xFF).astype(np.uint8)
+            if not np.array_equal(_OPAQUE_GREY[grey], region):
+                return False
+        else:  # pragma: no cover - Agg's buffer is C-contiguous; big-endian machines
+            region = pixels[y0:y1, x0:x1]
+            grey = region[..., 0]
+            if not (
+                (region[..., 3] == 0xFF).all()
+                and (region[..., 1] == grey).all()
+                and (region[..., 2] == grey).all()
+            ):
+                return False
+            grey = grey.copy()
         for bitmap, x, y in placed:
             h, w = bitmap.shape
             under = grey[y - y0 : y - y0 + h, x - x0 : x - x0 + w]
             under[...] = table[under, bitmap]
-        region[..., :3] = grey[..., np.newaxis]
+        if region.ndim == 2:
+            region[...] = _OPAQUE_GREY[grey]
+        else:  # pragma: no cover - as above
+            region[..., :3] = grey[..., np.newaxis]
         return True
 
+
+#: FreeType's transform (16.16 fixed point) and its bytes per angle, slant and extension.
+_matrices: dict[tuple[float, float, float], tuple[np.ndarray, bytes]] = {}
 
 _blend_table: list[np.ndarray | None] = []
 
@@ -624,6 +720,7 @@ class GlyphCachingCanvas(FigureCanvasAgg):
             self.figure.dpi,
         ):
             renderer = self._glyph_renderer = GlyphCachingRenderer(w, h, self.figure.dpi)
+            renderer.figure = self.figure
         self.renderer = renderer
         return renderer
 

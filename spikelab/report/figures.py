@@ -59,6 +59,9 @@ _BLOCK_SPIKES = 4_000_000  # spikes binned at a time (bounds the temporary array
 #: Whether spines are drawn again from what they drew and unchanged limits are not set again
 #: (False: as before issue #16's second round, for ``bench/bench_figures.py``; the same pixels).
 QUICK_DRAW = True
+#: Whether a new axis is drawn with what matplotlib computes more than once in its drawing
+#: computed once (False: ``axis.draw`` as matplotlib does it; the same pixels).
+QUICK_AXIS = True
 
 
 class FigureError(ValueError):
@@ -314,7 +317,8 @@ class _Overview:
 
     Restoring them gives exactly the pixels drawing them would (the axes lie outside the
     panels, so the data drawn after them would not have covered them); the least recently
-    used are dropped beyond :attr:`BACKGROUND_BYTES` and :attr:`AXIS_BYTES`.
+    used are dropped beyond :attr:`BACKGROUND_BYTES` and :attr:`AXIS_BYTES`. A new axis is
+    drawn by matplotlib without the work it repeats within one axis (:func:`_draw_axis`).
     """
 
     #: Bytes of kept figures (RGBA: 2.4 MB at 1000 x 600 pixels, so 8 of that size).
@@ -411,7 +415,7 @@ class _Overview:
         ):
             kept = cache.pop(axis_key, None)
             if kept is None:
-                axis.draw(renderer)
+                _draw_axis(axis, renderer)
                 change = _changed_pixels(pixels, background)
                 rows, cols = change[0]
                 pixels[rows, cols] = background[rows, cols]
@@ -525,6 +529,60 @@ class _Replayed:
         self.kept[key] = calls
         if len(self.kept) > self.MAX_KEPT:
             del self.kept[next(iter(self.kept))]
+
+
+def _draw_axis(axis: Any, renderer: Any) -> None:
+    """``axis.draw(renderer)``, with what matplotlib computes more than once while drawing an
+    axis computed once: the ticks to draw (three times: to draw them, to place the axis label
+    and for the spine's extent), the tick labels' boxes (twice) and each tick label's layout
+    (to measure it, then to draw it). Nothing of the axis changes in between (only the
+    axis label's position), so each repeat would give what the first gave."""
+    if not QUICK_AXIS:
+        axis.draw(renderer)
+        return
+    update_ticks, label_bboxes = axis._update_ticks, axis._get_ticklabel_bboxes
+    first_ticks: list = []
+    first_bboxes: dict[tuple, Any] = {}
+    layouts: dict[tuple, Any] = {}
+    patched: list = []
+
+    def ticks_once():
+        if not first_ticks:
+            first_ticks.append(update_ticks())
+            for tick in first_ticks[0]:
+                for label in (tick.label1, tick.label2):
+                    if "_get_layout" not in vars(label):
+                        label._get_layout = _layout_once(label, layouts)
+                        patched.append(label)
+        return first_ticks[0]
+
+    def bboxes_once(ticks, renderer):
+        key = (id(ticks), id(renderer))
+        if key not in first_bboxes:
+            first_bboxes[key] = (ticks, label_bboxes(ticks, renderer))
+        return first_bboxes[key][1]
+
+    axis._update_ticks, axis._get_ticklabel_bboxes = ticks_once, bboxes_once
+    try:
+        axis.draw(renderer)
+    finally:
+        del axis._update_ticks, axis._get_ticklabel_bboxes
+        for label in patched:
+            del label._get_layout
+
+
+def _layout_once(text: Any, layouts: dict[tuple, Any]):
+    """``text._get_layout``, computed once per renderer, string and resolution (drawing the
+    axis changes nothing else of ``text``)."""
+    get_layout = type(text)._get_layout
+
+    def layout(renderer):
+        key = (id(text), id(renderer), text.get_text(), text.get_figure(root=True).dpi)
+        if key not in layouts:
+            layouts[key] = (renderer, get_layout(text, renderer))
+        return layouts[key][1]
+
+    return layout
 
 
 def _changed_pixels(pixels: np.ndarray, before: np.ndarray):
