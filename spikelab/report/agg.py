@@ -288,9 +288,16 @@ class _Stamp:
         self.rows, self.cols = rows, cols
         self.powers = table[np.newaxis]  # (k, pixel, grey)
         self.settled = False  # whether one more marker changes nothing any more
+        self._made_of: np.ndarray | None = None
 
-    def power_table(self, most: int) -> np.ndarray:
-        """``powers``, up to ``most`` markers (or to where one more changes nothing)."""
+    @property
+    def most(self) -> int:
+        """Markers on one position that :attr:`powers` goes up to."""
+        return len(self.powers)
+
+    def made_of(self, most: int) -> np.ndarray:
+        """``powers`` up to ``most`` markers (or to where one more changes nothing), each
+        grey as the opaque pixel it is, flat: ``[((k - 1) * pixels + pixel) * 256 + grey]``."""
         while len(self.powers) < most and not self.settled:
             last = self.powers[-1]
             more = np.take_along_axis(self.powers[0], last, axis=1)
@@ -298,7 +305,10 @@ class _Stamp:
                 self.settled = True
             else:
                 self.powers = np.concatenate([self.powers, more[np.newaxis]])
-        return self.powers
+                self._made_of = None
+        if self._made_of is None:
+            self._made_of = _OPAQUE_GREY[self.powers].reshape(-1)
+        return self._made_of
 
 
 _stamps: dict[tuple, _Stamp | None] = {}
@@ -449,39 +459,47 @@ class GlyphCachingRenderer(RendererAgg):
         pixels = np.asarray(self._renderer)
         if sys.byteorder != "little" or not pixels.flags.c_contiguous:
             return False
+        height, width = pixels.shape[:2]
         flat = pixels.view(np.uint32).reshape(-1)  # a pixel as one number: A B G R
-        rows = y[:, np.newaxis] + stamp.rows
-        cols = x[:, np.newaxis] + stamp.cols
         # Agg draws only inside the clip box (whole pixels, both ends included) and the canvas.
         box = self._clip_box(gc)
         inside = None
-        if not (
-            cols.min() >= box[0]
-            and cols.max() <= box[1]
-            and rows.min() >= box[2]
-            and rows.max() <= box[3]
+        if (
+            x.min() + stamp.cols.min() >= box[0]
+            and x.max() + stamp.cols.max() <= box[1]
+            and y.min() + stamp.rows.min() >= box[2]
+            and y.max() + stamp.rows.max() <= box[3]
         ):
+            index = (y * width + x)[:, np.newaxis] + (stamp.rows * width + stamp.cols)
+        else:
+            rows = y[:, np.newaxis] + stamp.rows
+            cols = x[:, np.newaxis] + stamp.cols
             inside = (cols >= box[0]) & (cols <= box[1]) & (rows >= box[2]) & (rows <= box[3])
-            rows = np.clip(rows, 0, pixels.shape[0] - 1)
-            cols = np.clip(cols, 0, pixels.shape[1] - 1)
-        index = rows * pixels.shape[1] + cols
-        under = flat[index if inside is None else index[inside]]
-        if not np.array_equal(_OPAQUE_GREY[under & 0xFF], under):
+            index = np.clip(rows, 0, height - 1) * width + np.clip(cols, 0, width - 1)
+        under = flat[index]
+        seen = under if inside is None else under[inside]
+        if not np.array_equal(_OPAQUE_GREY[seen & 0xFF], seen):
             return False
-        powers = stamp.power_table(int(counts.max()))
-        n_pixels = powers.shape[1]
-        layers = (np.minimum(counts, len(powers)) - 1)[:, np.newaxis] * n_pixels
-        made_of = _OPAQUE_GREY[powers].reshape(-1)  # [(k, stamp pixel, grey)] -> pixel
-        for b in range(int(band.max()) + 1):
-            for col in np.unique(stamp.cols)[::-1]:
-                at = np.flatnonzero((stamp.cols == col) & (band == b))
-                if at.size:
-                    where = index[:, at]
-                    before = flat[where]
-                    made = made_of[((layers + at) << 8) + (before & 0xFF)]
-                    if inside is not None:
-                        made = np.where(inside[:, at], made, before)
-                    flat[where] = made
+        made_of = stamp.made_of(int(counts.max()))  # [(k, stamp pixel, grey)] -> pixel
+        layers = (np.minimum(counts, stamp.most) - 1)[:, np.newaxis] * stamp.rows.size
+        passes = [
+            at
+            for b in range(int(band.max()) + 1)
+            for col in np.unique(stamp.cols)[::-1]
+            if (at := np.flatnonzero((stamp.cols == col) & (band == b))).size
+        ]
+        for at in passes:
+            if len(passes) == 1:  # every pixel of the stamp at once: read above
+                where, before = index, under
+                lut = (layers + np.arange(stamp.rows.size)) << 8
+            else:
+                where = index[:, at]
+                before = flat[where]
+                lut = (layers + at) << 8
+            made = made_of[lut + (before & 0xFF)]
+            if inside is not None:
+                made = np.where(inside[:, at], made, before)
+            flat[where] = made
         return True
 
     def _clip_box(self, gc) -> tuple[int, int, int, int]:
