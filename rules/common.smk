@@ -10,6 +10,7 @@ from spikelab.workflow.batches import plan_batches
 from spikelab.workflow.export import RecordingParams
 from spikelab.workflow.inputs import NAME_PATTERN, discover_recordings
 from spikelab.workflow.persistence import fit_metadata_cache
+from spikelab.workflow.scheduling import coalesce_reevaluations
 from spikelab.workflow.targets import (
     REPORT_TABLE,
     SUMMARY,
@@ -51,6 +52,9 @@ CONDA_ENV = "../envs/spikelab.yaml"
 # Snakemake's record cache holds a whole job's records (spikelab/workflow/persistence.py): a
 # batch's export and figure jobs have one output per recording and the batch's JSON
 fit_metadata_cache(max((len(b.recordings) for b in BATCHES), default=0) + 1)
+# One pending wake-up of the scheduler at a time (spikelab/workflow/scheduling.py): else the
+# rounds per second grow with every finished job
+coalesce_reevaluations()
 
 
 def input_files(batch):
