@@ -359,6 +359,7 @@ def is_environment_fault(exc: BaseException, phase: str) -> bool:
     )
 
 
+@temporaries_listed_once()
 def for_each_recording(
     items: Sequence[ItemT],
     work: Callable[[ItemT], ResultT],
@@ -399,40 +400,6 @@ def for_each_recording(
 
     Each output folder is listed once for stale temporaries (:func:`temporaries_listed_once`).
     """
-    with temporaries_listed_once():
-        return _for_each_recording(
-            items,
-            work,
-            on_fault=on_fault,
-            on_bad_recording=on_bad_recording,
-            context=context,
-            failed=failed,
-            error_type=error_type,
-            finish=finish,
-            isolate=isolate,
-            encode=encode,
-            decode=decode,
-            per_child=per_child,
-            warm_up=warm_up,
-        )
-
-
-def _for_each_recording(
-    items: Sequence[ItemT],
-    work: Callable[[ItemT], ResultT],
-    *,
-    on_fault: Callable[[ItemT, Fault, bool], ResultT],
-    on_bad_recording: str,
-    context: Callable[[ItemT], str],
-    failed: str,
-    error_type: type[BatchError],
-    finish: Callable[[list[ResultT]], None] | None,
-    isolate: Callable[[ItemT], Limits] | None,
-    encode: Callable[[ResultT], Any],
-    decode: Callable[[Any], ResultT],
-    per_child: int | None,
-    warm_up: Callable[[], None] | None,
-) -> list[ResultT]:
     if on_bad_recording not in ON_BAD_RECORDING:
         raise ValueError(
             f"on_bad_recording must be one of {ON_BAD_RECORDING}, got {on_bad_recording!r}"

@@ -370,11 +370,7 @@ def _stamp(dpi: float, gc: Any, marker_path: Any, marker_trans: Any, rgb_face: A
             unclipped, marker_path, Affine2D(matrix), MplPath(points), Affine2D(), rgb_face
         )
         grey = pixels[..., 0]
-        if not (
-            (pixels[..., 3] == 0xFF).all()
-            and (pixels[..., 1] == grey).all()
-            and (pixels[..., 2] == grey).all()
-        ):
+        if not _all_opaque_grey(pixels):
             stamp = None
         else:
             made = grey.reshape(16, block, 16, block).transpose(0, 2, 1, 3).reshape(256, -1)
@@ -389,6 +385,29 @@ def _stamp(dpi: float, gc: Any, marker_path: Any, marker_trans: Any, rgb_face: A
 
 #: Each grey as an opaque grey pixel read as one number (little-endian RGBA).
 _OPAQUE_GREY = (np.arange(256, dtype=np.uint32) * 0x010101) | 0xFF000000
+
+
+def _all_opaque_grey(rgba: np.ndarray) -> bool:
+    """Whether every pixel of ``rgba`` (... x 4 uint8) is opaque grey (R = G = B, A = 255)."""
+    grey = rgba[..., 0]
+    return bool(
+        (rgba[..., 3] == 0xFF).all()
+        and (rgba[..., 1] == grey).all()
+        and (rgba[..., 2] == grey).all()
+    )
+
+
+def _pixel_numbers(pixels: np.ndarray) -> np.ndarray | None:
+    """The canvas's pixels (rows x columns x RGBA) as one number each (A B G R, rows x
+    columns), or None where a number would not read them so (big-endian, not contiguous)."""
+    if sys.byteorder != "little" or not pixels.flags.c_contiguous:
+        return None
+    return pixels.view(np.uint32)[..., 0]
+
+
+def _numbers_opaque_grey(numbers: np.ndarray) -> bool:
+    """Whether every pixel of ``numbers`` (:func:`_pixel_numbers`) is opaque grey."""
+    return np.array_equal(_OPAQUE_GREY[numbers & 0xFF], numbers)
 
 
 def _marker_positions(vertices: np.ndarray, matrix: np.ndarray, height: int):
@@ -457,10 +476,11 @@ class GlyphCachingRenderer(RendererAgg):
         counts = np.diff(np.r_[first, x.size])
         x, y = x[first], y[first]
         pixels = np.asarray(self._renderer)
-        if sys.byteorder != "little" or not pixels.flags.c_contiguous:
+        numbers = _pixel_numbers(pixels)
+        if numbers is None:
             return False
-        height, width = pixels.shape[:2]
-        flat = pixels.view(np.uint32).reshape(-1)  # a pixel as one number: A B G R
+        height, width = numbers.shape
+        flat = numbers.reshape(-1)
         # Agg draws only inside the clip box (whole pixels, both ends included) and the canvas.
         box = self._clip_box(gc)
         inside = None
@@ -478,7 +498,7 @@ class GlyphCachingRenderer(RendererAgg):
             index = np.clip(rows, 0, height - 1) * width + np.clip(cols, 0, width - 1)
         under = flat[index]
         seen = under if inside is None else under[inside]
-        if not np.array_equal(_OPAQUE_GREY[seen & 0xFF], seen):
+        if not _numbers_opaque_grey(seen):
             return False
         made_of = stamp.made_of(int(counts.max()))  # [(k, stamp pixel, grey)] -> pixel
         layers = (np.minimum(counts, stamp.most) - 1)[:, np.newaxis] * stamp.rows.size
@@ -667,20 +687,16 @@ class GlyphCachingRenderer(RendererAgg):
         if x0 < 0 or y0 < 0 or x1 > self.width or y1 > self.height:
             return False
         pixels = np.asarray(self._renderer)
-        if sys.byteorder == "little" and pixels.flags.c_contiguous:
-            # A pixel as one number (A B G R): opaque grey where it is _OPAQUE_GREY of its red.
-            region = pixels.view(np.uint32)[y0:y1, x0:x1, 0]
-            grey = (region & 0xFF).astype(np.uint8)
-            if not np.array_equal(_OPAQUE_GREY[grey], region):
+        numbers = _pixel_numbers(pixels)
+        if numbers is not None:
+            region = numbers[y0:y1, x0:x1]
+            if not _numbers_opaque_grey(region):
                 return False
+            grey = (region & 0xFF).astype(np.uint8)
         else:  # pragma: no cover - Agg's buffer is C-contiguous; big-endian machines
             region = pixels[y0:y1, x0:x1]
             grey = region[..., 0]
-            if not (
-                (region[..., 3] == 0xFF).all()
-                and (region[..., 1] == grey).all()
-                and (region[..., 2] == grey).all()
-            ):
+            if not _all_opaque_grey(region):
                 return False
             grey = grey.copy()
         for bitmap, x, y in placed:
@@ -714,12 +730,7 @@ def _black_text_blend() -> np.ndarray | None:
         gc.set_foreground((0.0, 0.0, 0.0, 1.0))
         renderer._renderer.draw_text_image(coverage, 0, 256, 0, gc)
         grey = pixels[..., 0]
-        opaque_grey = (
-            (pixels[..., 3] == 0xFF).all()
-            and (pixels[..., 1] == grey).all()
-            and (pixels[..., 2] == grey).all()
-        )
-        _blend_table.append(grey.copy() if opaque_grey else None)
+        _blend_table.append(grey.copy() if _all_opaque_grey(pixels) else None)
     return _blend_table[0]
 
 
